@@ -1,0 +1,183 @@
+"""The streaming client: sends a portrait and a WAV over /v1/stream, records the frames,
+writes an MP4 (received H.264 as is, plus AAC audio) and per-frame latency statistics."""
+
+import asyncio
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import websockets
+
+from spacelive import FRAME_RATE
+from spacelive.audio import pcm_s16le, read_audio
+from spacelive.server.protocol import WEBSOCKET_MAX_BYTES, parse_video_message
+from spacelive.video import EncodedFrame, write_mp4
+
+log = logging.getLogger(__name__)
+
+CHUNK_MS = 20
+
+
+class StreamError(RuntimeError):
+    """The server refused or failed the stream."""
+
+
+@dataclass
+class StreamResult:
+    frames: list[EncodedFrame]
+    expected_frames: int
+    chunk_send_times: list[float]  # perf_counter seconds, chunk i holds samples [i*n, (i+1)*n)
+    frame_recv_times: dict[int, float]
+    chunk_samples: int
+    sample_rate: int
+    server_stage_ms: dict[str, float] = field(default_factory=dict)
+
+    def latencies_ms(self) -> np.ndarray:
+        """Frame k: receive time minus the send time of the chunk holding audio time k / 30."""
+        out = []
+        for k, received in sorted(self.frame_recv_times.items()):
+            chunk = (k * self.sample_rate // FRAME_RATE) // self.chunk_samples
+            chunk = min(chunk, len(self.chunk_send_times) - 1)
+            out.append(1000 * (received - self.chunk_send_times[chunk]))
+        return np.array(out)
+
+    def stats(self) -> dict:
+        latencies = self.latencies_ms()
+        times = sorted(self.frame_recv_times.values())
+        span = times[-1] - times[0] if len(times) > 1 else 0.0
+        pct = (lambda q: float(np.percentile(latencies, q))) if latencies.size else (lambda q: None)
+        return {
+            "frames": len(self.frames),
+            "expected_frames": self.expected_frames,
+            "dropped": self.expected_frames - len(self.frames),
+            "fps": (len(times) - 1) / span if span > 0 else None,
+            "latency_ms": {"p50": pct(50), "p95": pct(95), "p99": pct(99),
+                           "max": float(latencies.max()) if latencies.size else None},
+            "chunk_ms": 1000 * self.chunk_samples / self.sample_rate,
+            "server_stage_ms": self.server_stage_ms,
+        }
+
+
+def http_base(ws_url: str) -> str:
+    parts = urlsplit(ws_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme)
+    if scheme is None:
+        raise ValueError(f"{ws_url!r} is not a ws:// or wss:// URL")
+    return urlunsplit((scheme, parts.netloc, "", "", ""))
+
+
+def upload_portrait(ws_url: str, image: bytes) -> str:
+    """POST /v1/avatars; returns the avatar id."""
+    request = urllib.request.Request(
+        http_base(ws_url) + "/v1/avatars", data=image, method="POST",
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.load(response)["avatar_id"]
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("error", {})
+        raise StreamError(f"portrait refused: {detail.get('message', exc)}") from None
+
+
+async def stream_audio(
+    url: str,
+    samples: np.ndarray,
+    sample_rate: int,
+    avatar_id: str = "default",
+    realtime: bool = False,
+    chunk_ms: int = CHUNK_MS,
+    controls: dict | None = None,
+    seed: int = 0,
+) -> StreamResult:
+    """Stream float samples as PCM chunks; with ``realtime`` pace them like a microphone."""
+    chunk_samples = sample_rate * chunk_ms // 1000
+    pcm = pcm_s16le(samples)
+    chunks = [pcm[i : i + 2 * chunk_samples] for i in range(0, len(pcm), 2 * chunk_samples)]
+    send_times: list[float] = []
+    recv_times: dict[int, float] = {}
+    frames: list[EncodedFrame] = []
+    done: dict = {}
+
+    async with websockets.connect(url, max_size=WEBSOCKET_MAX_BYTES) as ws:
+        start = {"type": "start", "avatar_id": avatar_id, "seed": seed,
+                 "audio": {"encoding": "pcm_s16le", "sample_rate": sample_rate, "channels": 1}}
+        if controls:
+            start["controls"] = controls
+        await ws.send(json.dumps(start))
+        ready = json.loads(await ws.recv())
+        if ready.get("type") != "ready":
+            raise StreamError(f"server refused the stream: {ready.get('message', ready)}")
+
+        async def send() -> None:
+            t0 = time.perf_counter()
+            for i, chunk in enumerate(chunks):
+                if realtime:  # a microphone hands over a chunk when its last sample exists
+                    delay = t0 + (i + 1) * chunk_ms / 1000 - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                await ws.send(chunk)
+                send_times.append(time.perf_counter())
+            await ws.send(json.dumps({"type": "end"}))
+
+        async def receive() -> None:
+            async for message in ws:
+                now = time.perf_counter()
+                if isinstance(message, bytes):
+                    index, keyframe, data = parse_video_message(message)
+                    recv_times[index] = now
+                    frames.append(EncodedFrame(index, keyframe, data))
+                    continue
+                event = json.loads(message)
+                if event["type"] == "error":
+                    raise StreamError(f"{event['code']}: {event['message']}")
+                if event["type"] == "done":
+                    done.update(event)
+
+        sender = asyncio.create_task(send(), name="spacelive-client-send")
+        try:
+            await receive()
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+    if not done:
+        raise StreamError("the server closed the stream before `done`")
+    return StreamResult(
+        frames=frames,
+        expected_frames=int(done["frames"]),
+        chunk_send_times=send_times,
+        frame_recv_times=recv_times,
+        chunk_samples=chunk_samples,
+        sample_rate=sample_rate,
+        server_stage_ms=done.get("stage_ms", {}),
+    )
+
+
+def run_stream(
+    url: str,
+    audio_path: Path,
+    out: Path,
+    image: Path | None = None,
+    realtime: bool = False,
+    stats_path: Path | None = None,
+    controls: dict | None = None,
+    seed: int = 0,
+) -> dict:
+    """The `spacelive stream` command: returns the stats it also writes."""
+    samples, rate = read_audio(audio_path)
+    avatar_id = upload_portrait(url, Path(image).read_bytes()) if image else "default"
+    result = asyncio.run(
+        stream_audio(url, samples, rate, avatar_id, realtime, controls=controls, seed=seed)
+    )
+    write_mp4(Path(out), result.frames, samples, rate)
+    stats = result.stats()
+    stats.update({"audio_seconds": len(samples) / rate, "realtime": realtime, "output": str(out)})
+    if stats_path:
+        Path(stats_path).write_text(json.dumps(stats, indent=2) + "\n")
+    return stats

@@ -1,0 +1,246 @@
+"""Build the torch stages, initialise or load them, and write their ONNX step graphs.
+
+Each stage is exported as its ``*Step`` module: one frame per call, recurrent state as
+explicit inputs/outputs, batch dimension dynamic. ``manifest.json`` beside the graphs
+records shapes, opset, checksums and how the weights came to be.
+"""
+
+import hashlib
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spacelive.landmarks import EMOTIONS, MESH_POINTS, POSE_DIMS, SPARSE_POINTS
+from spacelive.models.audio_encoder import LOOKAHEAD, N_MFCC, AudioEncoder, AudioEncoderStep
+from spacelive.models.landmarks2latents import Landmarks2Latents, Landmarks2LatentsStep
+from spacelive.models.posegen import PoseGen, PoseGenStep
+from spacelive.models.speech2landmarks import Speech2Landmarks, Speech2LandmarksStep
+from spacelive.models.widths import Width, width_named
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+MANIFEST = "manifest.json"
+STAGE_FILES = {
+    "audio_encoder": "audio_encoder.onnx",
+    "s2l": "s2l.onnx",
+    "posegen": "posegen.onnx",
+    "l2l": "l2l.onnx",
+}
+
+
+@dataclass
+class Stages:
+    """The four trainable stages at one width."""
+
+    width: Width
+    audio_encoder: AudioEncoder
+    s2l: Speech2Landmarks
+    posegen: PoseGen
+    l2l: Landmarks2Latents
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {
+            "audio_encoder": self.audio_encoder,
+            "s2l": self.s2l,
+            "posegen": self.posegen,
+            "l2l": self.l2l,
+        }
+
+    def eval(self) -> "Stages":
+        for module in self.modules().values():
+            module.eval()
+        return self
+
+
+def build_stages(width: Width | str, seed: int = 0) -> Stages:
+    """Freshly initialised stages (output heads at zero: the rest pose until trained)."""
+    width = width_named(width) if isinstance(width, str) else width
+    torch.manual_seed(seed)
+    return Stages(
+        width=width,
+        audio_encoder=AudioEncoder(width.channels),
+        s2l=Speech2Landmarks(width),
+        posegen=PoseGen(width),
+        l2l=Landmarks2Latents(width),
+    ).eval()
+
+
+def randomize(stages: Stages, seed: int, head_scale: float = 0.02) -> Stages:
+    """Random weights everywhere, heads and FiLM included, and non-trivial BatchNorm
+    statistics, so that an untrained graph still moves and parity tests can fail."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in stages.modules().values():
+            for name, param in module.named_parameters():
+                noise = torch.randn(param.shape, generator=generator)
+                if param.dim() > 1:  # weights: variance-preserving
+                    value = noise * param[0].numel() ** -0.5
+                elif name.endswith("weight"):  # 1-D weights are BatchNorm scales
+                    value = 1 + 0.1 * noise  # near 1, so that nothing vanishes with depth
+                else:
+                    value = 0.1 * noise  # biases
+                if "head" in name:
+                    value = value * head_scale
+                param.copy_(value)
+            for buffer_name, buffer in module.named_buffers():
+                if buffer_name.endswith("running_mean"):
+                    buffer.copy_(torch.randn(buffer.shape, generator=generator) * 0.1)
+                elif buffer_name.endswith("running_var"):
+                    buffer.copy_(0.5 + torch.rand(buffer.shape, generator=generator))
+    return stages
+
+
+def zero(stages: Stages) -> Stages:
+    """All weights zero and BatchNorm statistics neutral: the same graphs, outputting the rest
+    pose. This is the shipped placeholder until a stage is trained (it costs git nothing)."""
+    with torch.no_grad():
+        for module in stages.modules().values():
+            for param in module.parameters():
+                param.zero_()
+            for buffer_name, buffer in module.named_buffers():
+                if buffer_name.endswith("running_var"):
+                    buffer.fill_(1.0)
+                elif buffer_name.endswith("running_mean"):
+                    buffer.zero_()
+    return stages
+
+
+def step_example(stages: Stages, batch: int = 2) -> dict[str, tuple[list[str], tuple, list[str]]]:
+    """For each stage: (input names, example inputs, output names) of its step graph."""
+    w = stages.width
+    f32 = torch.float32
+    enc_caches = [torch.zeros(s) for s in stages.audio_encoder.cache_shapes(batch)]
+    enc_names = [f"cache_{i:02d}" for i in range(len(enc_caches))]
+    lstm = (2, batch, w.lstm)
+    pose = (2, batch, w.pose_lstm)
+    audio = torch.randn(batch, w.channels)
+    emotion = torch.zeros(batch, len(EMOTIONS), dtype=f32)
+    landmarks = torch.randn(batch, SPARSE_POINTS, 3)
+    kp = torch.randn(batch, MESH_POINTS, 3)
+    return {
+        "audio_encoder": (
+            ["mfcc", "frame_index", "frame_count", *enc_names],
+            (
+                torch.randn(batch, N_MFCC),
+                torch.arange(batch, dtype=torch.int64),
+                torch.full((batch,), 1 << 40, dtype=torch.int64),
+                *enc_caches,
+            ),
+            ["audio", *[f"new_{n}" for n in enc_names]],
+        ),
+        "s2l": (
+            ["audio", "previous", "landmarks0", "emotion", "h", "c", "first"],
+            (audio, landmarks, landmarks, emotion, torch.zeros(lstm), torch.zeros(lstm),
+             torch.ones(batch)),
+            ["landmarks", "new_h", "new_c"],
+        ),
+        "posegen": (
+            ["audio", "z", "previous", "h", "c"],
+            (audio, torch.randn(batch, w.pose_latent), torch.zeros(batch, POSE_DIMS),
+             torch.zeros(pose), torch.zeros(pose)),
+            ["pose", "new_h", "new_c"],
+        ),
+        "l2l": (
+            ["audio", "landmarks", "kp_source", "previous", "emotion", "h", "c", "first"],
+            (audio, landmarks, kp, kp, emotion, torch.zeros(lstm), torch.zeros(lstm),
+             torch.ones(batch)),
+            ["kp", "new_h", "new_c"],
+        ),
+    }
+
+
+def step_modules(stages: Stages) -> dict[str, nn.Module]:
+    """The step wrappers, in eval mode: the exporter restores a module's mode after export,
+    and a wrapper left in training mode would switch the stages' BatchNorm to training."""
+    modules = {
+        "audio_encoder": AudioEncoderStep(stages.audio_encoder),
+        "s2l": Speech2LandmarksStep(stages.s2l),
+        "posegen": PoseGenStep(stages.posegen),
+        "l2l": Landmarks2LatentsStep(stages.l2l),
+    }
+    return {name: module.eval() for name, module in modules.items()}
+
+
+def _batch_axes(names: list[str]) -> dict[str, dict[int, str]]:
+    # LSTM state is (layers, batch, hidden); everything else is batch-first.
+    return {n: ({1: "batch"} if n.split("_")[-1] in ("h", "c") else {0: "batch"}) for n in names}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def export_stages(stages: Stages, out_dir: Path, training: dict | str = "untrained") -> dict:
+    """Write the four step graphs and manifest.json into out_dir; returns the manifest."""
+    import onnx
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stages.eval()
+    manifest: dict = {
+        "format": 1,
+        "width": stages.width.name,
+        "widths": {
+            "channels": stages.width.channels,
+            "lstm": stages.width.lstm,
+            "pose_lstm": stages.width.pose_lstm,
+            "pose_latent": stages.width.pose_latent,
+        },
+        "opset": OPSET,
+        "stages": {},
+    }
+    examples = step_example(stages)
+    for name, module in step_modules(stages).items():
+        inputs, args, outputs = examples[name]
+        path = out_dir / STAGE_FILES[name]
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_axes=_batch_axes(inputs + outputs),
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        graph = onnx.load(str(path), load_external_data=False).graph
+        with torch.no_grad():
+            example_out = module(*args)
+        shapes = {n: list(a.shape) for n, a in zip(inputs + outputs, (*args, *example_out))}
+
+        def describe(values):
+            # Concrete sizes from the example run, with the batch axis named.
+            return [
+                {
+                    "name": v.name,
+                    "shape": [
+                        "batch" if d.dim_param == "batch" else shapes[v.name][i]
+                        for i, d in enumerate(v.type.tensor_type.shape.dim)
+                    ],
+                    "dtype": onnx.helper.tensor_dtype_to_np_dtype(
+                        v.type.tensor_type.elem_type
+                    ).name,
+                }
+                for v in values
+            ]
+
+        stage_training = training.get(name, "untrained") if isinstance(training, dict) else training
+        manifest["stages"][name] = {
+            "file": path.name,
+            "inputs": describe(graph.input),
+            "outputs": describe(graph.output),
+            "sha256": _sha256(path),
+            "training": stage_training,
+        }
+        if name == "audio_encoder":
+            manifest["stages"][name]["lookahead"] = LOOKAHEAD
+        log.info("exported %s (%s) to %s", name, stages.width.name, path)
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -1,0 +1,183 @@
+"""The wire format of /v1/stream: every message the client and the server exchange.
+
+docs/protocol.md is the prose version of this module; keep them in step.
+"""
+
+import base64
+import binascii
+import json
+import struct
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from spacelive import FRAME_RATE, FRAME_SIZE
+from spacelive.audio import SUPPORTED_SAMPLE_RATES
+from spacelive.landmarks import EMOTIONS
+
+PROTOCOL_VERSION = 1
+MAX_AUDIO_MESSAGE_BYTES = 1 << 20
+MAX_TEXT_MESSAGE_BYTES = 15 << 20  # room for a base64 portrait inline in `start`
+MAX_INLINE_PORTRAIT_BYTES = 10 << 20
+WEBSOCKET_MAX_BYTES = 16 << 20  # larger frames are refused by the websocket layer (close 1009)
+
+VIDEO_HEADER = struct.Struct("<BBHI")
+"""Binary server message header: kind (1 = video), flags (bit 0 keyframe), reserved, frame index."""
+KIND_VIDEO = 1
+FLAG_KEYFRAME = 1
+
+
+class ProtocolError(ValueError):
+    """A message the server refuses; ``code`` is stable, the message says the fix."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AudioFormat(_Strict):
+    encoding: Literal["pcm_s16le"] = "pcm_s16le"
+    sample_rate: int = 16_000
+    channels: Literal[1] = 1
+
+    @field_validator("sample_rate")
+    @classmethod
+    def _supported(cls, rate: int) -> int:
+        if rate not in SUPPORTED_SAMPLE_RATES:
+            raise ValueError(
+                f"sample_rate {rate} is not supported; send one of "
+                f"{', '.join(map(str, SUPPORTED_SAMPLE_RATES))} Hz"
+            )
+        return rate
+
+
+class Controls(_Strict):
+    """Animation controls; every field optional in `control` messages."""
+
+    emotion: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(
+        default=None, description="emotion name -> intensity in [0, 1], e.g. {'happy': 0.7}"
+    )
+
+    @field_validator("emotion")
+    @classmethod
+    def _known_emotions(cls, emotion):
+        if emotion is not None:
+            unknown = sorted(set(emotion) - set(EMOTIONS))
+            if unknown:
+                raise ValueError(f"unknown emotion {unknown}; use {', '.join(EMOTIONS)}")
+        return emotion
+
+    def emotion_vector(self) -> list[float]:
+        emotion = self.emotion or {}
+        return [float(emotion.get(name, 0.0)) for name in EMOTIONS]
+
+
+class Start(_Strict):
+    type: Literal["start"]
+    version: Literal[1] = PROTOCOL_VERSION
+    avatar_id: str | None = Field(default=None, description="from POST /v1/avatars, or 'default'")
+    portrait: str | None = Field(default=None, description="base64 JPEG/PNG, instead of avatar_id")
+    audio: AudioFormat = AudioFormat()
+    controls: Controls = Controls()
+    seed: int = Field(default=0, ge=0, lt=2**63)
+
+    def portrait_bytes(self) -> bytes | None:
+        if self.portrait is None:
+            return None
+        try:
+            data = base64.b64decode(self.portrait, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError(
+                "invalid_portrait_encoding", "start.portrait must be base64 (RFC 4648) image bytes"
+            ) from None
+        if len(data) > MAX_INLINE_PORTRAIT_BYTES:
+            raise ProtocolError(
+                "portrait_too_large",
+                f"an inline portrait may be at most {MAX_INLINE_PORTRAIT_BYTES >> 20} MiB; "
+                "upload larger ones with POST /v1/avatars",
+            )
+        return data
+
+
+class Control(Controls):
+    type: Literal["control"]
+
+
+class End(_Strict):
+    type: Literal["end"]
+
+
+ClientMessage = Annotated[Start | Control | End, Field(discriminator="type")]
+_client_message = TypeAdapter(ClientMessage)
+_CLIENT_TYPES = ("start", "control", "end")
+
+
+def parse_client_text(text: str) -> Start | Control | End:
+    """A client's JSON message, or ProtocolError saying exactly what is wrong."""
+    if len(text.encode()) > MAX_TEXT_MESSAGE_BYTES:
+        raise ProtocolError(
+            "message_too_large",
+            f"text message of {len(text.encode())} bytes exceeds {MAX_TEXT_MESSAGE_BYTES} bytes",
+        )
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError("invalid_json", f"message is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("type") not in _CLIENT_TYPES:
+        kind = raw.get("type") if isinstance(raw, dict) else type(raw).__name__
+        raise ProtocolError(
+            "unknown_message",
+            f"unknown message type {kind!r}; send one of {', '.join(_CLIENT_TYPES)}",
+        )
+    try:
+        return _client_message.validate_python(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'][1:]) or raw['type']}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ProtocolError("invalid_message", f"invalid {raw['type']} message: {problems}") from None
+
+
+def video_message(frame_index: int, keyframe: bool, access_unit: bytes) -> bytes:
+    """Binary server message: 8-byte header + H.264 Annex B access unit."""
+    flags = FLAG_KEYFRAME if keyframe else 0
+    return VIDEO_HEADER.pack(KIND_VIDEO, flags, 0, frame_index) + access_unit
+
+
+def parse_video_message(message: bytes) -> tuple[int, bool, bytes]:
+    """Inverse of video_message: (frame_index, keyframe, access_unit)."""
+    if len(message) < VIDEO_HEADER.size:
+        raise ProtocolError("short_message", f"binary message of {len(message)} bytes has no header")
+    kind, flags, _, frame_index = VIDEO_HEADER.unpack_from(message)
+    if kind != KIND_VIDEO:
+        raise ProtocolError("unknown_binary_kind", f"unknown binary message kind {kind}")
+    return frame_index, bool(flags & FLAG_KEYFRAME), message[VIDEO_HEADER.size :]
+
+
+def ready_event(session_id: str, avatar_id: str, sample_rate: int, lookahead_frames: int) -> dict:
+    return {
+        "type": "ready",
+        "version": PROTOCOL_VERSION,
+        "session_id": session_id,
+        "avatar_id": avatar_id,
+        "video": {
+            "codec": "h264",
+            "codec_string": "avc1.42E01F",
+            "format": "annexb",
+            "width": FRAME_SIZE,
+            "height": FRAME_SIZE,
+            "frame_rate": FRAME_RATE,
+        },
+        "audio": {"encoding": "pcm_s16le", "sample_rate": sample_rate, "channels": 1},
+        "lookahead_frames": lookahead_frames,
+    }
+
+
+def error_event(code: str, message: str) -> dict:
+    return {"type": "error", "code": code, "message": message}

@@ -1,0 +1,222 @@
+"""The /v1/stream websocket: moves bytes between a client and its StreamSession.
+
+Per connection, messages are handled in order. Audio is fed to the session on a worker
+thread; the frames it yields are sent before the next message is read, so a client that
+reads slowly is backpressured through TCP instead of growing a queue on the server.
+"""
+
+import asyncio
+import logging
+import time
+import uuid
+from concurrent.futures import Executor
+
+from fastapi import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
+
+from spacelive.engine import Engine
+from spacelive.face import PortraitError
+from spacelive.server.avatars import AvatarStore
+from spacelive.server.protocol import (
+    MAX_AUDIO_MESSAGE_BYTES,
+    Control,
+    End,
+    ProtocolError,
+    Start,
+    error_event,
+    parse_client_text,
+    ready_event,
+    video_message,
+)
+from spacelive.session import InputError, StreamSession
+from spacelive.video import EncodedFrame
+
+log = logging.getLogger(__name__)
+
+STATS_EVERY_FRAMES = 30
+CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_INTERNAL, CLOSE_TRY_LATER = (
+    1000, 1008, 1009, 1011, 1013,
+)
+
+
+class _Refusal(Exception):
+    def __init__(self, code: str, message: str, close_code: int):
+        super().__init__(message)
+        self.code, self.message, self.close_code = code, message, close_code
+
+
+class StreamHandler:
+    """Runs every /v1/stream connection of the process."""
+
+    def __init__(self, engine: Engine, avatars: AvatarStore, executor: Executor, max_sessions: int):
+        self.engine = engine
+        self.avatars = avatars
+        self.executor = executor
+        self.max_sessions = max_sessions
+        self.active = 0
+
+    async def handle(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        connection = _Connection(self, websocket)
+        try:
+            await connection.run()
+        except WebSocketDisconnect:
+            log.info("session %s: client disconnected", connection.session_id)
+        except (ProtocolError, InputError, PortraitError) as exc:
+            close = CLOSE_TOO_BIG if exc.code == "message_too_large" else CLOSE_POLICY
+            await connection.fail(exc.code, exc.message, close)
+        except _Refusal as exc:
+            await connection.fail(exc.code, exc.message, exc.close_code)
+        except Exception:
+            log.exception("session %s failed", connection.session_id)
+            await connection.fail(
+                "internal_error", "the server failed while processing this stream", CLOSE_INTERNAL
+            )
+        finally:
+            connection.release()
+
+
+class _Connection:
+    def __init__(self, handler: StreamHandler, websocket: WebSocket):
+        self.handler = handler
+        self.ws = websocket
+        self.session_id = uuid.uuid4().hex[:12]
+        self.session: StreamSession | None = None
+        self._counted = False
+        self._pending: asyncio.Future | None = None  # work on a worker thread, if any
+        self._last_stats = 0
+        self._started_at = time.monotonic()
+
+    async def run(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            if message.get("bytes") is not None:
+                await self._on_audio(message["bytes"])
+            elif message.get("text") is not None:
+                parsed = parse_client_text(message["text"])
+                if isinstance(parsed, Start):
+                    await self._on_start(parsed)
+                elif isinstance(parsed, Control):
+                    self._on_control(parsed)
+                elif isinstance(parsed, End):
+                    await self._on_end()
+                    return
+
+    async def _work(self, fn, *args):
+        loop = asyncio.get_running_loop()
+        self._pending = loop.run_in_executor(self.handler.executor, fn, *args)
+        return await self._pending
+
+    async def _on_start(self, start: Start) -> None:
+        if self.session is not None:
+            raise ProtocolError("already_started", "this stream has started; send `start` once")
+        handler = self.handler
+        if handler.active >= handler.max_sessions:
+            raise _Refusal(
+                "server_busy",
+                f"the server is at its limit of {handler.max_sessions} concurrent sessions; "
+                "retry later",
+                CLOSE_TRY_LATER,
+            )
+        handler.active += 1
+        self._counted = True
+        portrait = start.portrait_bytes()
+        if portrait is not None:
+            avatar, _ = await self._work(handler.avatars.add, portrait)
+        else:
+            avatar = handler.avatars.get(start.avatar_id or "default")
+            if avatar is None:
+                raise ProtocolError(
+                    "unknown_avatar",
+                    f"no avatar {start.avatar_id!r}; upload the portrait with POST /v1/avatars "
+                    "or send it inline as start.portrait",
+                )
+        self.session = await self._work(
+            handler.engine.open_session,
+            avatar,
+            start.audio.sample_rate,
+            start.controls.emotion_vector(),
+            start.seed,
+        )
+        log.info("session %s: started on avatar %s", self.session_id, avatar.avatar_id)
+        await self.ws.send_json(
+            ready_event(
+                self.session_id,
+                avatar.avatar_id,
+                start.audio.sample_rate,
+                handler.engine.motion.lookahead,
+            )
+        )
+
+    async def _on_audio(self, pcm: bytes) -> None:
+        if len(pcm) > MAX_AUDIO_MESSAGE_BYTES:
+            raise ProtocolError(
+                "message_too_large",
+                f"audio message of {len(pcm)} bytes exceeds {MAX_AUDIO_MESSAGE_BYTES} bytes; "
+                "send audio in chunks of 20-100 ms",
+            )
+        if self.session is None:
+            raise ProtocolError("audio_before_start", "audio arrived before `start`; send `start` first")
+        await self._send_frames(await self._work(self.session.feed, pcm))
+
+    def _on_control(self, control: Control) -> None:
+        if self.session is None:
+            raise ProtocolError("control_before_start", "`control` arrived before `start`")
+        if control.emotion is not None:
+            self.session.set_emotion(control.emotion_vector())
+
+    async def _on_end(self) -> None:
+        if self.session is None:
+            raise ProtocolError("end_before_start", "`end` arrived before `start`")
+        await self._send_frames(await self._work(self.session.flush))
+        session = self.session
+        await self.ws.send_json(
+            {
+                "type": "done",
+                "frames": session.frames_produced,
+                "audio_seconds": session.samples_received / session.sample_rate,
+                "stage_ms": session.times.per_frame_ms(),
+            }
+        )
+        await self.ws.close(CLOSE_NORMAL)
+
+    async def _send_frames(self, frames: list[EncodedFrame]) -> None:
+        for frame in frames:
+            await self.ws.send_bytes(video_message(frame.frame_index, frame.keyframe, frame.data))
+        session = self.session
+        if session.frames_produced - self._last_stats >= STATS_EVERY_FRAMES:
+            self._last_stats = session.frames_produced
+            elapsed = time.monotonic() - self._started_at
+            await self.ws.send_json(
+                {
+                    "type": "stats",
+                    "frames": session.frames_produced,
+                    "fps": session.frames_produced / elapsed if elapsed > 0 else 0.0,
+                    "stage_ms": session.times.per_frame_ms(),
+                }
+            )
+
+    async def fail(self, code: str, message: str, close_code: int) -> None:
+        """Tell the client what went wrong, once, and close."""
+        log.warning("session %s: %s: %s", self.session_id, code, message)
+        if self.ws.application_state != WebSocketState.CONNECTED:
+            return
+        try:
+            await self.ws.send_json(error_event(code, message))
+            await self.ws.close(close_code)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+
+    def release(self) -> None:
+        if self.session is not None:
+            session, self.session = self.session, None
+            if self._pending is not None and not self._pending.done():
+                # Cancelled mid-feed: the worker thread still holds the session.
+                self._pending.add_done_callback(lambda _: session.close())
+            else:
+                session.close()
+        if self._counted:
+            self.handler.active -= 1
+            self._counted = False

@@ -1,0 +1,155 @@
+"""The `spacelive` command."""
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from spacelive import __version__
+
+
+def _configure_logging(level: str, as_json: bool) -> None:
+    handler = logging.StreamHandler()
+    if as_json:
+
+        class JsonFormatter(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                return json.dumps(
+                    {
+                        "time": self.formatTime(record),
+                        "level": record.levelname,
+                        "logger": record.name,
+                        "message": record.getMessage(),
+                    }
+                )
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def _engine_config(args):
+    from spacelive.engine import EngineConfig
+
+    return EngineConfig(models=Path(args.models), backend=args.backend, threads=args.threads)
+
+
+def _cmd_serve(args) -> int:
+    import uvicorn
+
+    from spacelive.server.app import ServerConfig, create_app
+    from spacelive.server.protocol import WEBSOCKET_MAX_BYTES
+
+    config = ServerConfig(engine=_engine_config(args), max_sessions=args.max_sessions)
+    uvicorn.run(
+        create_app(config),
+        host=args.host,
+        port=args.port,
+        ws_max_size=WEBSOCKET_MAX_BYTES,
+        log_config=None,
+    )
+    return 0
+
+
+def _cmd_stream(args) -> int:
+    from spacelive.client.stream import run_stream
+
+    stats = run_stream(
+        args.url, Path(args.audio), Path(args.output), Path(args.image) if args.image else None,
+        realtime=args.realtime, stats_path=Path(args.stats) if args.stats else None,
+    )
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+def _cmd_render(args) -> int:
+    from spacelive.engine import Engine
+    from spacelive.offline import render_file
+
+    t0 = time.perf_counter()
+    frames = render_file(Engine(_engine_config(args)), Path(args.image), Path(args.audio),
+                         Path(args.output), seed=args.seed)
+    elapsed = time.perf_counter() - t0
+    print(json.dumps({"frames": frames, "seconds": elapsed, "output": args.output}))
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from spacelive.export.stages import build_stages, export_stages, randomize, zero
+
+    stages = build_stages(args.width, seed=args.seed)
+    training: str | dict = "untrained"
+    if args.init == "zeros":
+        stages = zero(stages)
+        training = "untrained: every weight zero, outputs the portrait's rest pose"
+    elif args.init == "random":
+        stages = randomize(stages, args.seed)
+        training = f"untrained: random weights (seed {args.seed}), for tests and benchmarks"
+    manifest = export_stages(stages, Path(args.output), training)
+    print(json.dumps({n: s["file"] for n, s in manifest["stages"].items()}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from spacelive.engine import DEFAULT_MODELS
+
+    parser = argparse.ArgumentParser(prog="spacelive", description=__doc__)
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def engine_options(p):
+        p.add_argument("--models", default=str(DEFAULT_MODELS), help="directory from `spacelive export`")
+        p.add_argument("--backend", default="cpu", choices=["cpu", "cuda", "tensorrt"])
+        p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per stage call")
+
+    serve = sub.add_parser("serve", help="run the websocket server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-sessions", type=int, default=8)
+    engine_options(serve)
+    serve.set_defaults(run=_cmd_serve)
+
+    stream = sub.add_parser("stream", help="stream a WAV to a server and record the result")
+    stream.add_argument("url", help="websocket address, e.g. ws://127.0.0.1:8000/v1/stream")
+    stream.add_argument("--image", help="portrait (default: the server's default avatar)")
+    stream.add_argument("--audio", required=True)
+    stream.add_argument("-o", "--output", required=True, help="MP4 to write")
+    stream.add_argument("--realtime", action="store_true", help="pace 20 ms chunks in real time")
+    stream.add_argument("--stats", help="write latency/fps statistics JSON here")
+    stream.set_defaults(run=_cmd_stream)
+
+    render = sub.add_parser("render", help="render offline, without a server")
+    render.add_argument("image")
+    render.add_argument("audio")
+    render.add_argument("-o", "--output", required=True)
+    render.add_argument("--seed", type=int, default=0)
+    engine_options(render)
+    render.set_defaults(run=_cmd_render)
+
+    export = sub.add_parser("export", help="export the stages to ONNX (needs the train extra)")
+    export.add_argument("--width", default="realtime", choices=["paper", "realtime", "tiny"])
+    export.add_argument("--init", default="fresh", choices=["fresh", "zeros", "random"],
+                        help="fresh: initialised, heads at zero; zeros: all-zero placeholder; "
+                        "random: random weights everywhere (tests, benchmarks)")
+    export.add_argument("--seed", type=int, default=0)
+    export.add_argument("-o", "--output", required=True)
+    export.set_defaults(run=_cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.log_level, args.log_json)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

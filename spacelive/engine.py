@@ -1,0 +1,47 @@
+"""The inference engine: one per process. Owns the stage runners, the renderer and the
+face analyzer, and opens sessions on them."""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spacelive.face import Avatar
+from spacelive.motion import MotionModel
+from spacelive.renderer import WarpRenderer
+from spacelive.runners import load_stages
+from spacelive.session import StreamSession
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_MODELS = ASSETS / "models" / "realtime"
+DEFAULT_PORTRAIT = ASSETS / "default_portrait.jpg"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """How to run the stages."""
+
+    models: Path = DEFAULT_MODELS
+    backend: str = "cpu"
+    threads: int = 1  # ONNX Runtime intra-op threads per stage call
+
+
+class Engine:
+    def __init__(self, config: EngineConfig = EngineConfig()):
+        self.config = config
+        self.stages = load_stages(config.models, config.backend, config.threads)
+        self.motion = MotionModel(self.stages)
+        self.renderer = WarpRenderer()
+
+    def open_session(
+        self,
+        avatar: Avatar,
+        sample_rate: int,
+        emotion: np.ndarray | None = None,
+        seed: int = 0,
+    ) -> StreamSession:
+        """A new stream on ``avatar`` with audio at ``sample_rate``."""
+        return StreamSession(self.motion, self.renderer, avatar, sample_rate, emotion, seed)

@@ -1,0 +1,255 @@
+"""Portrait analysis: decode, find exactly one face, crop to 512x512, mesh, pose, normalize.
+
+Done once per portrait; the result is an ``Avatar``. Coordinates:
+
+* ``mesh_px``: (478, 3) float32 face mesh in crop pixels (x right, y down, z toward the
+  viewer in the same pixel scale, MediaPipe's convention with z negated);
+* crop coordinates: pixels / 256 - 1, so the crop spans [-1, 1] (what the stages see);
+* normalized landmarks: (110, 3), frontalized by the head rotation, centred, ears 2 apart.
+"""
+
+import hashlib
+import io
+import logging
+import threading
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from spacelive import FRAME_SIZE
+from spacelive.landmarks import LEFT_EAR, MESH_TO_SPARSE, RIGHT_EAR
+
+log = logging.getLogger(__name__)
+
+MAX_PORTRAIT_BYTES = 20 * 1024 * 1024
+MAX_PORTRAIT_PIXELS = 40_000_000
+MIN_PORTRAIT_SIDE = 64
+FACE_FRACTION = 0.45
+"""The face (mesh bounding box, widest side) spans this fraction of the crop."""
+
+# Symmetric mesh pairs (subject's right, left) that define the face's x axis.
+_SYMMETRIC_PAIRS = np.array([(33, 263), (133, 362), (234, 454), (61, 291), (127, 356), (70, 300)])
+_FOREHEAD, _CHIN = 10, 152
+
+
+class PortraitError(ValueError):
+    """A portrait that cannot become an avatar; ``code`` is stable, the message says the fix."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class HeadPose:
+    """Similarity transform from normalized landmarks to crop coordinates:
+    crop = scale * rotation @ normalized + translation."""
+
+    rotation: np.ndarray  # (3, 3) float32, columns are the face's x, y, z axes
+    translation: np.ndarray  # (3,) float32, crop coordinates
+    scale: float
+
+    def angles_deg(self) -> tuple[float, float, float]:
+        """(yaw, pitch, roll) in degrees."""
+        return tuple(float(np.degrees(a)) for a in angles_from_rotation(self.rotation))
+
+
+@dataclass(frozen=True, slots=True)
+class Avatar:
+    """A portrait ready to animate."""
+
+    avatar_id: str
+    image: np.ndarray  # (512, 512, 3) uint8 RGB crop
+    mesh_px: np.ndarray  # (478, 3) float32
+    pose: HeadPose
+    landmarks0: np.ndarray  # (110, 3) float32, normalized
+
+    @property
+    def kp_source(self) -> np.ndarray:
+        """(478, 3) float32 mesh in crop coordinates ([-1, 1])."""
+        return pixels_to_crop(self.mesh_px)
+
+
+def pixels_to_crop(points_px: np.ndarray) -> np.ndarray:
+    return (points_px / (FRAME_SIZE / 2) - np.array([1.0, 1.0, 0.0])).astype(np.float32)
+
+
+def crop_to_pixels(points: np.ndarray) -> np.ndarray:
+    return ((points + np.array([1.0, 1.0, 0.0])) * (FRAME_SIZE / 2)).astype(np.float32)
+
+
+def rotation_from_angles(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:
+    """(...,) radians -> (..., 3, 3). Image axes: x right, y down, z toward the viewer.
+
+    R = Rz(roll) @ Rx(pitch) @ Ry(yaw); positive yaw turns the face toward image right,
+    positive pitch tilts the chin down, positive roll rotates clockwise on screen.
+    """
+    cy, sy = np.cos(yaw), np.sin(yaw)
+    cp, sp = np.cos(pitch), np.sin(pitch)
+    cr, sr = np.cos(roll), np.sin(roll)
+    one, zero = np.ones_like(cy), np.zeros_like(cy)
+    ry = np.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1).reshape(*cy.shape, 3, 3)
+    rx = np.stack([one, zero, zero, zero, cp, -sp, zero, sp, cp], -1).reshape(*cy.shape, 3, 3)
+    rz = np.stack([cr, -sr, zero, sr, cr, zero, zero, zero, one], -1).reshape(*cy.shape, 3, 3)
+    return rz @ rx @ ry
+
+
+def angles_from_rotation(rotation: np.ndarray) -> np.ndarray:
+    """Inverse of ``rotation_from_angles``: (3, 3) -> (yaw, pitch, roll) radians."""
+    pitch = np.arcsin(np.clip(rotation[2, 1], -1.0, 1.0))
+    yaw = np.arctan2(-rotation[2, 0], rotation[2, 2])
+    roll = np.arctan2(-rotation[0, 1], rotation[1, 1])
+    return np.array([yaw, pitch, roll])
+
+
+def fit_head_pose(mesh: np.ndarray) -> HeadPose:
+    """Head pose from the mesh's own symmetry: x from right to left features, y from
+    forehead to chin (orthogonalized), z = x cross y. mesh: (478, 3) crop coordinates."""
+    mesh = mesh.astype(np.float64)
+    x_axis = (mesh[_SYMMETRIC_PAIRS[:, 1]] - mesh[_SYMMETRIC_PAIRS[:, 0]]).sum(axis=0)
+    x_axis /= np.linalg.norm(x_axis)
+    y_axis = mesh[_CHIN] - mesh[_FOREHEAD]
+    y_axis -= x_axis * (y_axis @ x_axis)
+    y_axis /= np.linalg.norm(y_axis)
+    z_axis = np.cross(x_axis, y_axis)
+    rotation = np.stack([x_axis, y_axis, z_axis], axis=1)
+    sparse = mesh[MESH_TO_SPARSE]
+    translation = sparse.mean(axis=0)
+    frontal = (sparse - translation) @ rotation
+    ears = frontal[LEFT_EAR, :2] - frontal[RIGHT_EAR, :2]
+    scale = float(np.linalg.norm(ears) / 2)
+    return HeadPose(rotation.astype(np.float32), translation.astype(np.float32), scale)
+
+
+def normalize_landmarks(sparse: np.ndarray, pose: HeadPose) -> np.ndarray:
+    """(..., 110, 3) crop coordinates -> normalized (frontal, centred, ears 2 apart)."""
+    return ((sparse - pose.translation) @ pose.rotation / pose.scale).astype(np.float32)
+
+
+def pose_landmarks(
+    normalized: np.ndarray, rotation: np.ndarray, translation: np.ndarray, scale: np.ndarray
+) -> np.ndarray:
+    """Normalized (B, 110, 3) -> crop coordinates: crop = scale * R n + t, with rotation
+    (B, 3, 3), translation (B, 3) and scale (B, 1, 1)."""
+    return (scale * normalized @ np.swapaxes(rotation, -1, -2) + translation[:, None, :]).astype(
+        np.float32
+    )
+
+
+def decode_portrait(data: bytes) -> np.ndarray:
+    """Image bytes -> (H, W, 3) uint8 RGB, EXIF orientation applied."""
+    if len(data) > MAX_PORTRAIT_BYTES:
+        raise PortraitError(
+            "portrait_too_large",
+            f"portrait is {len(data) / 2**20:.1f} MiB; the limit is "
+            f"{MAX_PORTRAIT_BYTES // 2**20} MiB. Send a JPEG or PNG of at most "
+            f"{MAX_PORTRAIT_BYTES // 2**20} MiB (a 1024x1024 crop around the face is plenty).",
+        )
+    if not data:
+        raise PortraitError("portrait_unreadable", "portrait is empty; send a JPEG or PNG image")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_PORTRAIT_PIXELS:
+                raise PortraitError(
+                    "portrait_too_large",
+                    f"portrait is {image.width}x{image.height} pixels; the limit is "
+                    f"{MAX_PORTRAIT_PIXELS // 1_000_000} megapixels. Scale it down first.",
+                )
+            from PIL import ImageOps
+
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            rgb = np.asarray(image, dtype=np.uint8)
+    except PortraitError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise PortraitError(
+            "portrait_unreadable",
+            f"portrait could not be read as an image ({exc.__class__.__name__}); "
+            "send a JPEG, PNG or WebP file",
+        ) from None
+    if min(rgb.shape[:2]) < MIN_PORTRAIT_SIDE:
+        raise PortraitError(
+            "portrait_too_small",
+            f"portrait is {rgb.shape[1]}x{rgb.shape[0]} pixels; send at least "
+            f"{MIN_PORTRAIT_SIDE}x{MIN_PORTRAIT_SIDE}",
+        )
+    return rgb
+
+
+class FaceAnalyzer:
+    """MediaPipe face mesh (478 points with iris) behind a lock; one per process."""
+
+    def __init__(self) -> None:
+        import mediapipe as mp
+
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=2, refine_landmarks=True,
+            min_detection_confidence=0.5,
+        )
+        self._lock = threading.Lock()
+
+    def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """All faces: list of (478, 3) float32 meshes in pixels of ``rgb``."""
+        height, width = rgb.shape[:2]
+        with self._lock:
+            result = self._mesh.process(np.ascontiguousarray(rgb))
+        faces = []
+        for face in result.multi_face_landmarks or []:
+            pts = np.array([(p.x * width, p.y * height, -p.z * width) for p in face.landmark])
+            faces.append(pts.astype(np.float32))
+        return faces
+
+    def analyze(self, data: bytes) -> Avatar:
+        """Portrait bytes -> Avatar, or PortraitError with a specific reason."""
+        rgb = decode_portrait(data)
+        faces = self.detect(rgb)
+        if not faces:
+            raise PortraitError(
+                "no_face",
+                "no face found in the portrait; send a photo with one clearly visible face, "
+                "looking roughly toward the camera",
+            )
+        if len(faces) > 1:
+            raise PortraitError(
+                "several_faces",
+                f"found {len(faces)} faces in the portrait; send a photo with exactly one face "
+                "(crop the others out)",
+            )
+        crop, to_crop = crop_around_face(rgb, faces[0])
+        recropped = self.detect(crop)
+        if len(recropped) == 1:
+            mesh_px = recropped[0]
+        else:  # the crop lost or gained a face: keep the original mesh, moved into the crop
+            mesh_px = faces[0].copy()
+            mesh_px[:, :2] = mesh_px[:, :2] @ to_crop[:, :2].T + to_crop[:, 2]
+            mesh_px[:, 2] *= to_crop[0, 0]
+        pose = fit_head_pose(pixels_to_crop(mesh_px))
+        landmarks0 = normalize_landmarks(pixels_to_crop(mesh_px)[MESH_TO_SPARSE], pose)
+        avatar_id = hashlib.sha256(data).hexdigest()[:24]
+        log.info("avatar %s: pose (yaw, pitch, roll) %s", avatar_id, pose.angles_deg())
+        return Avatar(avatar_id, crop, mesh_px.astype(np.float32), pose, landmarks0)
+
+
+def crop_around_face(rgb: np.ndarray, mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The square 512x512 crop centred on the face, the face's widest side FACE_FRACTION of it.
+
+    Returns (crop (512, 512, 3) uint8, affine (2, 3) from image to crop pixels). Outside the
+    photo, edge pixels are replicated.
+    """
+    lo, hi = mesh[:, :2].min(axis=0), mesh[:, :2].max(axis=0)
+    centre = (lo + hi) / 2
+    side = float((hi - lo).max()) / FACE_FRACTION
+    centre[1] -= 0.05 * side  # a little more hair than neck
+    scale = FRAME_SIZE / side
+    affine = np.array(
+        [[scale, 0, FRAME_SIZE / 2 - scale * centre[0]], [0, scale, FRAME_SIZE / 2 - scale * centre[1]]],
+        dtype=np.float64,
+    )
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    crop = cv2.warpAffine(
+        rgb, affine, (FRAME_SIZE, FRAME_SIZE), flags=interpolation, borderMode=cv2.BORDER_REPLICATE
+    )
+    return crop, affine

@@ -1,0 +1,63 @@
+"""Landmark layouts shared by face analysis, the stages and the renderer.
+
+Sparse control landmarks (what Speech2Landmarks predicts) are 110 points:
+
+* 68 points in the iBUG-68 layout, picked from the 478-point MediaPipe face mesh by
+  ``MESH_TO_IBUG68`` (jaw 0-16 from the subject's right ear to the left, brows 17-26,
+  nose 27-35, eyes 36-47, outer lips 48-59, inner lips 60-67);
+* 42 eye points: for each eye (subject's right, then left) the 16-point eyelid contour
+  of the mesh followed by its 5 iris points (centre first).
+
+The paper uses 52 MTCNN eye points; MTCNN is not available here, and the mesh's eyelid
+contours with iris centres carry what blinks and gaze need.
+
+Dense generator keypoints are the full 478-point mesh (468 + 10 iris points).
+"""
+
+import numpy as np
+
+MESH_POINTS = 478
+
+# fmt: off
+MESH_TO_IBUG68 = np.array([
+    162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,  # jaw
+    71, 63, 105, 66, 107,                                                               # right brow
+    336, 296, 334, 293, 301,                                                            # left brow
+    168, 197, 5, 4,                                                                     # nose bridge
+    75, 97, 2, 326, 305,                                                                # nostrils
+    33, 160, 158, 133, 153, 144,                                                        # right eye
+    362, 385, 387, 263, 373, 380,                                                       # left eye
+    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,                                # outer lips
+    78, 82, 13, 312, 308, 317, 14, 87,                                                  # inner lips
+], dtype=np.int64)
+
+RIGHT_EYELID = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]
+LEFT_EYELID = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]
+RIGHT_IRIS = [468, 469, 470, 471, 472]
+LEFT_IRIS = [473, 474, 475, 476, 477]
+# fmt: on
+
+MESH_TO_EYES = np.array(RIGHT_EYELID + RIGHT_IRIS + LEFT_EYELID + LEFT_IRIS, dtype=np.int64)
+MESH_TO_SPARSE = np.concatenate([MESH_TO_IBUG68, MESH_TO_EYES])
+
+FACE_POINTS = 68
+EYE_POINTS = len(MESH_TO_EYES)  # 42
+SPARSE_POINTS = FACE_POINTS + EYE_POINTS  # 110
+
+# iBUG-68 indices used for normalization and metrics.
+RIGHT_EAR, LEFT_EAR = 0, 16
+MOUTH_RIGHT_CORNER, MOUTH_LEFT_CORNER = 48, 54
+MOUTH = slice(48, 68)
+
+POSE_DIMS = 6
+"""Head pose per frame: yaw, pitch, roll (radians), then translation x, y, z."""
+
+EMOTIONS = (
+    "neutral", "happy", "sad", "surprised", "fearful", "disgusted", "angry", "contemptuous",
+)
+"""The eight MEAD emotions, in the order of the emotion vector (intensities in [0, 1])."""
+
+
+def sparse_from_mesh(mesh: np.ndarray) -> np.ndarray:
+    """Pick the 110 sparse landmarks from a mesh: (..., 478, D) -> (..., 110, D)."""
+    return mesh[..., MESH_TO_SPARSE, :]

@@ -1,0 +1,190 @@
+"""The causal motion loop: MFCC frame -> audio encoder -> S2L -> PoseGen -> posing -> L2L.
+
+A session owns its ``MotionState`` (plain arrays); ``MotionModel.step`` advances any number
+of sessions together: it concatenates their state rows, runs each stage once, and splits.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from spacelive.face import Avatar, pose_landmarks, rotation_from_angles
+from spacelive.landmarks import EMOTIONS, POSE_DIMS
+from spacelive.runners import StageSet
+from spacelive.timing import StageTimes
+
+OPEN_ENDED = np.int64(1 << 60)
+"""frame_count of a stream whose end is not known yet."""
+
+
+@dataclass(slots=True)
+class FrameMotion:
+    """Everything the renderer (or a keypoint receiver) needs for one frame."""
+
+    frame_index: int
+    landmarks: np.ndarray  # (110, 3) float32, normalized (S2L output)
+    pose: np.ndarray  # (6,) float32: yaw, pitch, roll (rad), tx, ty, tz; offset from portrait
+    keypoints: np.ndarray  # (478, 3) float32, crop coordinates [-1, 1]
+
+
+@dataclass(slots=True)
+class MotionState:
+    """One session's recurrent state. Arrays keep a leading batch axis of 1 (LSTM state:
+    axis 1) so that sessions concatenate directly."""
+
+    avatar: Avatar
+    emotion: np.ndarray  # (1, 8) float32
+    z: np.ndarray  # (1, pose_latent) float32
+    caches: list[np.ndarray]  # 12 x (1, C_in, kernel - 1)
+    s2l_h: np.ndarray  # (2, 1, H)
+    s2l_c: np.ndarray
+    landmarks: np.ndarray  # (1, 110, 3) previous S2L output
+    pose_h: np.ndarray  # (2, 1, P)
+    pose_c: np.ndarray
+    pose: np.ndarray  # (1, 6) previous pose
+    l2l_h: np.ndarray  # (2, 1, H)
+    l2l_c: np.ndarray
+    keypoints: np.ndarray  # (1, 478, 3) previous L2L output
+    mfcc_index: int = 0  # the next MFCC frame the encoder consumes
+    frame_count: np.int64 = field(default=OPEN_ENDED)  # known once the stream ends
+
+
+class MotionModel:
+    """Steps the stages of a ``StageSet`` for a batch of sessions."""
+
+    def __init__(self, stages: StageSet):
+        self.stages = stages
+        self.lookahead = int(stages.manifest["stages"]["audio_encoder"]["lookahead"])
+        self._cache_names = [n for n in stages.audio_encoder.input_names if n.startswith("cache_")]
+        self.pose_latent = stages.input_shape("posegen", "z", 1)[1]
+
+    def new_state(self, avatar: Avatar, emotion: np.ndarray | None = None, seed: int = 0) -> MotionState:
+        """Fresh state for a stream: zero caches and LSTM state, previous = the portrait."""
+        st = self.stages
+        emotion = np.zeros(len(EMOTIONS), np.float32) if emotion is None else emotion
+        rng = np.random.default_rng(seed)
+        return MotionState(
+            avatar=avatar,
+            emotion=np.asarray(emotion, np.float32).reshape(1, len(EMOTIONS)),
+            z=rng.standard_normal((1, self.pose_latent)).astype(np.float32),
+            caches=[np.zeros(st.input_shape("audio_encoder", n, 1), np.float32) for n in self._cache_names],
+            s2l_h=np.zeros(st.input_shape("s2l", "h", 1), np.float32),
+            s2l_c=np.zeros(st.input_shape("s2l", "c", 1), np.float32),
+            landmarks=avatar.landmarks0[None].astype(np.float32),
+            pose_h=np.zeros(st.input_shape("posegen", "h", 1), np.float32),
+            pose_c=np.zeros(st.input_shape("posegen", "c", 1), np.float32),
+            pose=np.zeros((1, POSE_DIMS), np.float32),
+            l2l_h=np.zeros(st.input_shape("l2l", "h", 1), np.float32),
+            l2l_c=np.zeros(st.input_shape("l2l", "c", 1), np.float32),
+            keypoints=avatar.kp_source[None].astype(np.float32),
+        )
+
+    def step(
+        self, states: list[MotionState], mfcc: np.ndarray, times: StageTimes | None = None
+    ) -> list[FrameMotion | None]:
+        """Feed one MFCC frame (row i of mfcc (B, 40)) to each of B sessions.
+
+        Returns, per session, the motion of the frame that became due (frame
+        mfcc_index - lookahead), or None while the lookahead is filling or past the end.
+        ``times``, if given, accumulates seconds per stage.
+        """
+        st = self.stages
+        clock = _Clock(times)
+        encoded = st.audio_encoder.run(
+            {
+                "mfcc": np.ascontiguousarray(mfcc, dtype=np.float32),
+                "frame_index": np.array([s.mfcc_index for s in states], np.int64),
+                "frame_count": np.array([s.frame_count for s in states], np.int64),
+                **{
+                    name: np.concatenate([s.caches[i] for s in states])
+                    for i, name in enumerate(self._cache_names)
+                },
+            }
+        )
+        clock.lap("audio_encoder")
+        positions = []
+        for row, s in enumerate(states):
+            s.caches = [encoded[f"new_{n}"][row : row + 1] for n in self._cache_names]
+            positions.append(s.mfcc_index - self.lookahead)
+            s.mfcc_index += 1
+        due = [i for i, (p, s) in enumerate(zip(positions, states)) if 0 <= p < s.frame_count]
+        results: list[FrameMotion | None] = [None] * len(states)
+        if not due:
+            return results
+        rows = [states[i] for i in due]
+        audio = encoded["audio"][due]
+        emotion = np.concatenate([s.emotion for s in rows])
+        first = np.array([positions[i] == 0 for i in due], np.float32)
+
+        s2l = st.s2l.run(
+            {
+                "audio": audio,
+                "previous": np.concatenate([s.landmarks for s in rows]),
+                "landmarks0": np.stack([s.avatar.landmarks0 for s in rows]).astype(np.float32),
+                "emotion": emotion,
+                "h": np.concatenate([s.s2l_h for s in rows], axis=1),
+                "c": np.concatenate([s.s2l_c for s in rows], axis=1),
+                "first": first,
+            }
+        )
+        clock.lap("s2l")
+        pose = st.posegen.run(
+            {
+                "audio": audio,
+                "z": np.concatenate([s.z for s in rows]),
+                "previous": np.concatenate([s.pose for s in rows]),
+                "h": np.concatenate([s.pose_h for s in rows], axis=1),
+                "c": np.concatenate([s.pose_c for s in rows], axis=1),
+            }
+        )
+        clock.lap("posegen")
+        angles = pose["pose"][:, :3].astype(np.float64)
+        rotation = rotation_from_angles(angles[:, 0], angles[:, 1], angles[:, 2]) @ np.stack(
+            [s.avatar.pose.rotation for s in rows]
+        )
+        translation = np.stack([s.avatar.pose.translation for s in rows]) + pose["pose"][:, 3:]
+        scale = np.array([s.avatar.pose.scale for s in rows])[:, None, None]
+        posed = pose_landmarks(s2l["landmarks"], rotation, translation, scale)
+        l2l = st.l2l.run(
+            {
+                "audio": audio,
+                "landmarks": posed,
+                "kp_source": np.stack([s.avatar.kp_source for s in rows]),
+                "previous": np.concatenate([s.keypoints for s in rows]),
+                "emotion": emotion,
+                "h": np.concatenate([s.l2l_h for s in rows], axis=1),
+                "c": np.concatenate([s.l2l_c for s in rows], axis=1),
+                "first": first,
+            }
+        )
+        clock.lap("l2l")
+        for j, i in enumerate(due):
+            s = states[i]
+            s.landmarks = s2l["landmarks"][j : j + 1]
+            s.s2l_h, s.s2l_c = s2l["new_h"][:, j : j + 1], s2l["new_c"][:, j : j + 1]
+            s.pose = pose["pose"][j : j + 1]
+            s.pose_h, s.pose_c = pose["new_h"][:, j : j + 1], pose["new_c"][:, j : j + 1]
+            s.keypoints = l2l["kp"][j : j + 1]
+            s.l2l_h, s.l2l_c = l2l["new_h"][:, j : j + 1], l2l["new_c"][:, j : j + 1]
+            results[i] = FrameMotion(
+                frame_index=positions[i],
+                landmarks=s.landmarks[0],
+                pose=s.pose[0],
+                keypoints=s.keypoints[0],
+            )
+        return results
+
+
+class _Clock:
+    """Laps into a StageTimes (or nowhere)."""
+
+    def __init__(self, times: StageTimes | None) -> None:
+        self._times = times
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self._times is not None:
+            self._times.add(stage, now - self._last)
+        self._last = now

@@ -1,0 +1,96 @@
+"""Stage runners: numpy in, numpy out, whatever the backend.
+
+A model directory holds the four step graphs and ``manifest.json`` (written by
+``spacelive export``). The backend is chosen by config: ONNX Runtime on the CPU, or its
+CUDA / TensorRT execution providers on a GPU host.
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+BACKEND_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+STAGES = ("audio_encoder", "s2l", "posegen", "l2l")
+
+
+class ModelError(RuntimeError):
+    """A model directory that cannot be served."""
+
+
+class StageRunner:
+    """One exported step graph."""
+
+    def __init__(self, path: Path, backend: str = "cpu", threads: int = 1):
+        if backend not in BACKEND_PROVIDERS:
+            raise ModelError(f"unknown backend {backend!r}; choose one of {sorted(BACKEND_PROVIDERS)}")
+        wanted = BACKEND_PROVIDERS[backend]
+        available = ort.get_available_providers()
+        if wanted[0] not in available:
+            raise ModelError(
+                f"backend {backend!r} needs {wanted[0]}, which this onnxruntime build lacks "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu on a GPU host"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = path
+        self.session = ort.InferenceSession(str(path), options, providers=wanted)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one step for a batch; inputs and outputs keyed by graph names."""
+        outputs = self.session.run(self.output_names, {n: inputs[n] for n in self.input_names})
+        return dict(zip(self.output_names, outputs, strict=True))
+
+
+@dataclass
+class StageSet:
+    """The four stage runners of one model directory, plus its manifest."""
+
+    audio_encoder: StageRunner
+    s2l: StageRunner
+    posegen: StageRunner
+    l2l: StageRunner
+    manifest: dict
+
+    def input_shape(self, stage: str, name: str, batch: int) -> tuple[int, ...]:
+        """Shape of an input of ``stage`` for ``batch`` rows, from the manifest."""
+        for spec in self.manifest["stages"][stage]["inputs"]:
+            if spec["name"] == name:
+                return tuple(batch if d == "batch" else int(d) for d in spec["shape"])
+        raise KeyError(f"{stage} has no input {name!r}")
+
+
+def load_stages(model_dir: Path, backend: str = "cpu", threads: int = 1) -> StageSet:
+    """Open the four step graphs of ``model_dir``."""
+    model_dir = Path(model_dir)
+    manifest_path = model_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise ModelError(
+            f"{model_dir} has no manifest.json; point --models at a directory written by "
+            "`spacelive export`"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    runners = {}
+    for stage in STAGES:
+        entry = manifest["stages"].get(stage)
+        if entry is None:
+            raise ModelError(f"{manifest_path} lists no {stage!r} stage")
+        path = model_dir / entry["file"]
+        if not path.is_file():
+            raise ModelError(f"{path} is missing (listed in {manifest_path})")
+        runners[stage] = StageRunner(path, backend, threads)
+    log.info("loaded %s-width stages from %s on %s", manifest.get("width"), model_dir, backend)
+    return StageSet(**runners, manifest=manifest)

@@ -1,0 +1,124 @@
+"""Shared fixtures: tiny random-weight models, portraits, an engine, a live server."""
+
+import io
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spacelive.engine import Engine, EngineConfig
+from spacelive.face import FaceAnalyzer
+
+
+
+def portrait_bytes(name: str) -> bytes:
+    """Public-domain portraits shipped in registry packages, as PNG/JPEG bytes."""
+    if name == "astronaut":
+        import skimage.data
+
+        buffer = io.BytesIO()
+        Image.fromarray(skimage.data.astronaut()).save(buffer, "PNG")
+        return buffer.getvalue()
+    if name == "grace_hopper":
+        import matplotlib.cbook
+
+        return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).read_bytes()
+    raise KeyError(name)
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def speechlike(seconds: float, sample_rate: int = 16_000, seed: int = 0) -> np.ndarray:
+    """Voiced bursts with pauses: float32 mono in [-1, 1], ``seconds`` long (rounded down)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sample_rate)
+    t = np.arange(n) / sample_rate
+    syllables = np.sin(2 * np.pi * rng.uniform(2, 5) * t + rng.uniform(0, 6)) > -0.2
+    pitch = 110 + 40 * np.sin(2 * np.pi * 0.7 * t)
+    voiced = 0.3 * np.sin(2 * np.pi * np.cumsum(pitch) / sample_rate)
+    noise = 0.05 * rng.standard_normal(n)
+    return ((voiced + noise) * syllables).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """Tiny-width stages with random weights (heads included), so outputs move."""
+    pytest.importorskip("torch")
+    from spacelive.export.stages import build_stages, export_stages, randomize
+
+    out = tmp_path_factory.mktemp("tiny_models")
+    export_stages(randomize(build_stages("tiny", seed=11), seed=12, head_scale=0.2), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def analyzer() -> FaceAnalyzer:
+    return FaceAnalyzer()
+
+
+@pytest.fixture(scope="session")
+def avatar(analyzer):
+    return analyzer.analyze(portrait_bytes("astronaut"))
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_models) -> Engine:
+    return Engine(EngineConfig(models=tiny_models))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, models: Path, max_sessions: int = 8):
+        import uvicorn
+
+        from spacelive.server.app import ServerConfig, create_app
+        from spacelive.server.protocol import WEBSOCKET_MAX_BYTES
+
+        self.port = _free_port()
+        app = create_app(ServerConfig(engine=EngineConfig(models=models), max_sessions=max_sessions))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, ws_max_size=WEBSOCKET_MAX_BYTES,
+                           log_config=None, lifespan="on")
+        )
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/stream"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_models):
+    """A real uvicorn on a free loopback port, serving the tiny models."""
+    with LiveServer(tiny_models, max_sessions=6) as server:
+        yield server

@@ -1,0 +1,112 @@
+"""The session engine: exact frame counts, chunking invariance, isolation between sessions."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spacelive.audio import frame_count, pcm_s16le
+from spacelive.session import InputError
+from tests.conftest import speechlike
+
+
+def run_session(engine, avatar, pcm: bytes, chunk_bytes: list[int], rate=16_000, seed=0):
+    """The test harness: feed PCM in the given chunking, flush, return the frames."""
+    session = engine.open_session(avatar, rate, seed=seed)
+    frames, i, sizes = [], 0, iter(chunk_bytes)
+    while i < len(pcm):
+        n = next(sizes, len(pcm))
+        frames += session.feed(pcm[i : i + n])
+        i += n
+    frames += session.flush()
+    session.close()
+    return frames
+
+
+def test_ten_seconds_give_300_frames_in_order(engine, avatar):
+    pcm = pcm_s16le(speechlike(10.0, seed=1))
+    frames = run_session(engine, avatar, pcm, [640] * 300)
+    assert [f.frame_index for f in frames] == list(range(300))
+    assert frames[0].keyframe
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(samples=st.integers(0, 40_000), rate=st.sampled_from([16_000, 24_000, 48_000]))
+def test_duration_d_gives_ceil_d_times_30_frames(engine, avatar, samples, rate):
+    pcm = pcm_s16le(speechlike(samples / rate + 1e-9, rate, seed=samples))[: 2 * samples]
+    pcm += b"\x00\x00" * (samples - len(pcm) // 2)
+    frames = run_session(engine, avatar, pcm, [4_000], rate)
+    assert len(frames) == frame_count(samples, rate) == -(-samples * 30 // rate)
+
+
+@pytest.mark.parametrize("rate", [16_000, 48_000])
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunk_samples=st.lists(st.integers(1, 40_000), min_size=1, max_size=20))
+def test_frames_are_identical_whatever_the_chunking(engine, avatar, rate, chunk_samples):
+    pcm = pcm_s16le(speechlike(1.5, rate, seed=rate))
+    reference = run_session(engine, avatar, pcm, [len(pcm)], rate)
+    frames = run_session(engine, avatar, pcm, [2 * n for n in chunk_samples], rate)
+    assert [f.data for f in frames] == [f.data for f in reference]
+
+
+def test_untrained_weights_still_move_the_face(engine, avatar):
+    """Guards the tests above: with the random tiny models the frames really change."""
+    pcm = pcm_s16le(speechlike(1.0, seed=2))
+    frames = run_session(engine, avatar, pcm, [len(pcm)])
+    assert len({f.data for f in frames[1:]}) > 20
+
+
+def test_sessions_are_isolated(engine, avatar):
+    pcm_a = pcm_s16le(speechlike(2.0, seed=10))
+    pcm_b = pcm_s16le(speechlike(2.0, seed=20) * 0.5)
+    alone_a = run_session(engine, avatar, pcm_a, [1280])
+    alone_b = run_session(engine, avatar, pcm_b, [1280])
+    assert [f.data for f in alone_a] != [f.data for f in alone_b]
+
+    a, b = engine.open_session(avatar, 16_000), engine.open_session(avatar, 16_000)
+    got_a, got_b = [], []
+    chunks_a = [pcm_a[i : i + 1280] for i in range(0, len(pcm_a), 1280)]
+    chunks_b = [pcm_b[i : i + 640] for i in range(0, len(pcm_b), 640)]
+    for i in range(max(len(chunks_a), len(chunks_b))):  # interleaved, different chunkings
+        if i < len(chunks_a):
+            got_a += a.feed(chunks_a[i])
+        if i < len(chunks_b):
+            got_b += b.feed(chunks_b[i])
+    got_b += b.flush()
+    got_a += a.flush()
+    assert [f.data for f in got_a] == [f.data for f in alone_a]
+    assert [f.data for f in got_b] == [f.data for f in alone_b]
+
+
+def test_batched_step_equals_stepping_alone(engine, avatar):
+    from spacelive.audio import offline_mfcc
+
+    motion = engine.motion
+    mfcc_a = offline_mfcc(speechlike(0.5, seed=4))
+    mfcc_b = offline_mfcc(speechlike(0.5, seed=5))
+    alone = []
+    for mfcc in (mfcc_a, mfcc_b):
+        state = motion.new_state(avatar, seed=1)
+        alone.append([motion.step([state], row[None])[0] for row in mfcc])
+    states = [motion.new_state(avatar, seed=1), motion.new_state(avatar, seed=1)]
+    together = [motion.step(states, np.stack([ra, rb])) for ra, rb in zip(mfcc_a, mfcc_b)]
+    for who in (0, 1):
+        for got, want in zip([t[who] for t in together], alone[who]):
+            if want is None:
+                assert got is None
+            else:
+                np.testing.assert_allclose(got.keypoints, want.keypoints, atol=1e-5)
+
+
+def test_odd_length_pcm_is_refused(engine, avatar):
+    session = engine.open_session(avatar, 16_000)
+    with pytest.raises(InputError, match="not a whole number of 16-bit samples"):
+        session.feed(b"\x00\x01\x02")
+    session.close()
+    session.close()  # idempotent
+
+
+def test_unsupported_rate_is_refused(engine, avatar):
+    with pytest.raises(InputError) as info:
+        engine.open_session(avatar, 8_000)
+    assert info.value.code == "unsupported_sample_rate"

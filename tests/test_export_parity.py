@@ -1,0 +1,124 @@
+"""Exported step graphs, stepped frame by frame in ONNX Runtime, equal the full-sequence
+torch modules (random weights, so that a wrong graph cannot pass)."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from spacelive.export.stages import build_stages, export_stages, randomize  # noqa: E402
+from spacelive.runners import load_stages  # noqa: E402
+
+FRAMES = 300
+BATCH = 2
+TOLERANCE = 1e-4
+
+
+def _close(onnx_value: np.ndarray, torch_value: torch.Tensor, what: str) -> None:
+    expected = torch_value.detach().numpy()
+    error = float(np.abs(onnx_value - expected).max())
+    assert error <= TOLERANCE, f"{what}: max |onnx - torch| = {error:.2e} > {TOLERANCE}"
+    assert float(np.abs(expected).max()) > 1e-3, f"{what}: trivially small outputs"
+
+
+@pytest.mark.parametrize("width", ["realtime", "paper"])
+def test_step_graphs_match_full_sequence_torch(width, tmp_path):
+    stages = randomize(build_stages(width, seed=3), seed=4)
+    export_stages(stages, tmp_path)
+    runners = load_stages(tmp_path, threads=2)
+    g = torch.Generator().manual_seed(5)
+    w = stages.width
+    mfcc = torch.randn(BATCH, FRAMES, 40, generator=g) * 3
+    landmarks0 = torch.randn(BATCH, 110, 3, generator=g) * 0.5
+    emotion = torch.rand(BATCH, 8, generator=g)
+    z = torch.randn(BATCH, w.pose_latent, generator=g)
+    posed = torch.randn(BATCH, FRAMES, 110, 3, generator=g) * 0.5
+    kp_source = torch.randn(BATCH, 478, 3, generator=g) * 0.5
+    per_frame_emotion = emotion[:, None].expand(-1, FRAMES, -1)
+
+    with torch.no_grad():
+        audio = stages.audio_encoder(mfcc)
+        landmarks = stages.s2l(audio, landmarks0, per_frame_emotion)
+        pose = stages.posegen.decode(audio, z)
+        kp = stages.l2l(audio, posed, kp_source, per_frame_emotion)
+
+    # Audio encoder: 300 real frames then the lookahead flushed with zero MFCC.
+    lookahead = runners.manifest["stages"]["audio_encoder"]["lookahead"]
+    caches = {
+        n: np.zeros(runners.input_shape("audio_encoder", n, BATCH), np.float32)
+        for n in runners.audio_encoder.input_names
+        if n.startswith("cache_")
+    }
+    features = []
+    for n in range(FRAMES + lookahead):
+        row = mfcc[:, n].numpy() if n < FRAMES else np.zeros((BATCH, 40), np.float32)
+        out = runners.audio_encoder.run(
+            {
+                "mfcc": row,
+                "frame_index": np.full(BATCH, n, np.int64),
+                "frame_count": np.full(BATCH, FRAMES, np.int64),
+                **caches,
+            }
+        )
+        caches = {name: out[f"new_{name}"] for name in caches}
+        if n >= lookahead:
+            features.append(out["audio"])
+    features = np.stack(features, axis=1)
+    _close(features, audio, "audio encoder")
+
+    emotion_np = emotion.numpy()
+    h = np.zeros(runners.input_shape("s2l", "h", BATCH), np.float32)
+    c = h.copy()
+    previous = landmarks0.numpy()
+    got = []
+    for t in range(FRAMES):
+        out = runners.s2l.run(
+            {
+                "audio": features[:, t], "previous": previous, "landmarks0": landmarks0.numpy(),
+                "emotion": emotion_np, "h": h, "c": c, "first": np.full(BATCH, t == 0, np.float32),
+            }
+        )
+        previous, h, c = out["landmarks"], out["new_h"], out["new_c"]
+        got.append(previous)
+    _close(np.stack(got, axis=1), landmarks, "speech2landmarks")
+
+    h = np.zeros(runners.input_shape("posegen", "h", BATCH), np.float32)
+    c = h.copy()
+    previous = np.zeros((BATCH, 6), np.float32)
+    got = []
+    for t in range(FRAMES):
+        out = runners.posegen.run(
+            {"audio": features[:, t], "z": z.numpy(), "previous": previous, "h": h, "c": c}
+        )
+        previous, h, c = out["pose"], out["new_h"], out["new_c"]
+        got.append(previous)
+    _close(np.stack(got, axis=1), pose, "posegen")
+
+    h = np.zeros(runners.input_shape("l2l", "h", BATCH), np.float32)
+    c = h.copy()
+    previous = kp_source.numpy()
+    got = []
+    for t in range(FRAMES):
+        out = runners.l2l.run(
+            {
+                "audio": features[:, t], "landmarks": posed[:, t].numpy(),
+                "kp_source": kp_source.numpy(), "previous": previous, "emotion": emotion_np,
+                "h": h, "c": c, "first": np.full(BATCH, t == 0, np.float32),
+            }
+        )
+        previous, h, c = out["kp"], out["new_h"], out["new_c"]
+        got.append(previous)
+    _close(np.stack(got, axis=1), kp, "landmarks2latents")
+
+
+def test_teacher_forced_s2l_matches_its_autoregressive_form():
+    """The fused nn.LSTM path used in training equals the step path given the same inputs."""
+    stages = randomize(build_stages("tiny", seed=1), seed=2)
+    g = torch.Generator().manual_seed(0)
+    audio = torch.randn(2, 20, stages.width.channels, generator=g)
+    landmarks0 = torch.randn(2, 110, 3, generator=g)
+    emotion = torch.rand(2, 20, 8, generator=g)
+    with torch.no_grad():
+        free = stages.s2l(audio, landmarks0, emotion)
+        forced = stages.s2l(audio, landmarks0, emotion, teacher=free)
+    assert torch.allclose(free, forced, atol=1e-5)

@@ -57,8 +57,12 @@ class StreamResult:
             "expected_frames": self.expected_frames,
             "dropped": self.expected_frames - len(self.frames),
             "fps": (len(times) - 1) / span if span > 0 else None,
-            "latency_ms": {"p50": pct(50), "p95": pct(95), "p99": pct(99),
-                           "max": float(latencies.max()) if latencies.size else None},
+            "latency_ms": {
+                "p50": pct(50),
+                "p95": pct(95),
+                "p99": pct(99),
+                "max": float(latencies.max()) if latencies.size else None,
+            },
             "chunk_ms": 1000 * self.chunk_samples / self.sample_rate,
             "server_stage_ms": self.server_stage_ms,
         }
@@ -75,7 +79,9 @@ def http_base(ws_url: str) -> str:
 def upload_portrait(ws_url: str, image: bytes) -> str:
     """POST /v1/avatars; returns the avatar id."""
     request = urllib.request.Request(
-        http_base(ws_url) + "/v1/avatars", data=image, method="POST",
+        http_base(ws_url) + "/v1/avatars",
+        data=image,
+        method="POST",
         headers={"Content-Type": "application/octet-stream"},
     )
     try:
@@ -106,8 +112,12 @@ async def stream_audio(
     done: dict = {}
 
     async with websockets.connect(url, max_size=WEBSOCKET_MAX_BYTES) as ws:
-        start = {"type": "start", "avatar_id": avatar_id, "seed": seed,
-                 "audio": {"encoding": "pcm_s16le", "sample_rate": sample_rate, "channels": 1}}
+        start = {
+            "type": "start",
+            "avatar_id": avatar_id,
+            "seed": seed,
+            "audio": {"encoding": "pcm_s16le", "sample_rate": sample_rate, "channels": 1},
+        }
         if controls:
             start["controls"] = controls
         await ws.send(json.dumps(start))

@@ -136,20 +136,40 @@ def step_example(stages: Stages, batch: int = 2) -> dict[str, tuple[list[str], t
         ),
         "s2l": (
             ["audio", "previous", "landmarks0", "emotion", "h", "c", "first"],
-            (audio, landmarks, landmarks, emotion, torch.zeros(lstm), torch.zeros(lstm),
-             torch.ones(batch)),
+            (
+                audio,
+                landmarks,
+                landmarks,
+                emotion,
+                torch.zeros(lstm),
+                torch.zeros(lstm),
+                torch.ones(batch),
+            ),
             ["landmarks", "new_h", "new_c"],
         ),
         "posegen": (
             ["audio", "z", "previous", "h", "c"],
-            (audio, torch.randn(batch, w.pose_latent), torch.zeros(batch, POSE_DIMS),
-             torch.zeros(pose), torch.zeros(pose)),
+            (
+                audio,
+                torch.randn(batch, w.pose_latent),
+                torch.zeros(batch, POSE_DIMS),
+                torch.zeros(pose),
+                torch.zeros(pose),
+            ),
             ["pose", "new_h", "new_c"],
         ),
         "l2l": (
             ["audio", "landmarks", "kp_source", "previous", "emotion", "h", "c", "first"],
-            (audio, landmarks, kp, kp, emotion, torch.zeros(lstm), torch.zeros(lstm),
-             torch.ones(batch)),
+            (
+                audio,
+                landmarks,
+                kp,
+                kp,
+                emotion,
+                torch.zeros(lstm),
+                torch.zeros(lstm),
+                torch.ones(batch),
+            ),
             ["kp", "new_h", "new_c"],
         ),
     }
@@ -170,6 +190,23 @@ def step_modules(stages: Stages) -> dict[str, nn.Module]:
 def _batch_axes(names: list[str]) -> dict[str, dict[int, str]]:
     # LSTM state is (layers, batch, hidden); everything else is batch-first.
     return {n: ({1: "batch"} if n.split("_")[-1] in ("h", "c") else {0: "batch"}) for n in names}
+
+
+def _describe(values, shapes: dict[str, list[int]]) -> list[dict]:
+    """Graph inputs/outputs with concrete sizes from the example run, the batch axis named."""
+    import onnx
+
+    return [
+        {
+            "name": v.name,
+            "shape": [
+                "batch" if d.dim_param == "batch" else shapes[v.name][i]
+                for i, d in enumerate(v.type.tensor_type.shape.dim)
+            ],
+            "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+        }
+        for v in values
+    ]
 
 
 def _sha256(path: Path) -> str:
@@ -213,29 +250,14 @@ def export_stages(stages: Stages, out_dir: Path, training: dict | str = "untrain
         graph = onnx.load(str(path), load_external_data=False).graph
         with torch.no_grad():
             example_out = module(*args)
-        shapes = {n: list(a.shape) for n, a in zip(inputs + outputs, (*args, *example_out))}
-
-        def describe(values):
-            # Concrete sizes from the example run, with the batch axis named.
-            return [
-                {
-                    "name": v.name,
-                    "shape": [
-                        "batch" if d.dim_param == "batch" else shapes[v.name][i]
-                        for i, d in enumerate(v.type.tensor_type.shape.dim)
-                    ],
-                    "dtype": onnx.helper.tensor_dtype_to_np_dtype(
-                        v.type.tensor_type.elem_type
-                    ).name,
-                }
-                for v in values
-            ]
-
+        shapes = {
+            n: list(a.shape) for n, a in zip(inputs + outputs, (*args, *example_out), strict=True)
+        }
         stage_training = training.get(name, "untrained") if isinstance(training, dict) else training
         manifest["stages"][name] = {
             "file": path.name,
-            "inputs": describe(graph.input),
-            "outputs": describe(graph.output),
+            "inputs": _describe(graph.input, shapes),
+            "outputs": _describe(graph.output, shapes),
             "sha256": _sha256(path),
             "training": stage_training,
         }

@@ -51,9 +51,7 @@ class AudioEncoder(nn.Module):
 
     def cache_shapes(self, batch: int) -> list[tuple[int, int, int]]:
         """Per-layer cache shapes: the last kernel - 1 inputs each layer has seen."""
-        return [
-            (batch, block.conv.in_channels, block.kernel - 1) for block in self.blocks
-        ]
+        return [(batch, block.conv.in_channels, block.kernel - 1) for block in self.blocks]
 
 
 class AudioEncoderStep(nn.Module):

@@ -23,9 +23,7 @@ class PoseGen(nn.Module):
         p, z = width.pose_lstm, width.pose_latent
         self.latent = z
         self.audio_proj = nn.Linear(width.channels, p)
-        self.encoder = nn.LSTM(
-            p + POSE_DIMS, p, LSTM_LAYERS, batch_first=True, bidirectional=True
-        )
+        self.encoder = nn.LSTM(p + POSE_DIMS, p, LSTM_LAYERS, batch_first=True, bidirectional=True)
         self.to_latent = nn.Linear(2 * p, 2 * z)
         self.decoder = nn.LSTM(p + z + POSE_DIMS, p, LSTM_LAYERS, batch_first=True)
         self.head = nn.Linear(p, POSE_DIMS)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from spacelive.landmarks import EMOTIONS, EYE_POINTS, FACE_POINTS, SPARSE_POINTS
-from spacelive.models.layers import FiLM, MLP, lstm_step
+from spacelive.models.layers import MLP, FiLM, lstm_step
 from spacelive.models.widths import Width
 
 LSTM_LAYERS = 2

@@ -71,7 +71,10 @@ def create_app(config: ServerConfig = ServerConfig()) -> FastAPI:
 
     @app.post(
         "/v1/avatars",
-        responses={400: {"description": "not a usable portrait"}, 413: {"description": "too large"}},
+        responses={
+            400: {"description": "not a usable portrait"},
+            413: {"description": "too large"},
+        },
     )
     async def create_avatar(request: Request) -> JSONResponse:
         """Upload a portrait (the raw JPEG/PNG/WebP bytes as the request body).
@@ -81,7 +84,9 @@ def create_app(config: ServerConfig = ServerConfig()) -> FastAPI:
         """
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > MAX_PORTRAIT_BYTES:
-            return _error(413, "portrait_too_large", f"portrait exceeds {MAX_PORTRAIT_BYTES >> 20} MiB")
+            return _error(
+                413, "portrait_too_large", f"portrait exceeds {MAX_PORTRAIT_BYTES >> 20} MiB"
+            )
         body = bytearray()
         async for chunk in request.stream():
             body += chunk

@@ -137,11 +137,20 @@ def parse_client_text(text: str) -> Start | Control | End:
     try:
         return _client_message.validate_python(raw)
     except ValidationError as exc:
+        if any(err["loc"][-1:] == ("sample_rate",) for err in exc.errors()):
+            rate = raw.get("audio", {}).get("sample_rate")
+            raise ProtocolError(
+                "unsupported_sample_rate",
+                f"audio.sample_rate {rate!r} is not supported; send PCM at one of "
+                f"{', '.join(map(str, SUPPORTED_SAMPLE_RATES))} Hz",
+            ) from None
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'][1:]) or raw['type']}: {err['msg']}"
             for err in exc.errors()
         )
-        raise ProtocolError("invalid_message", f"invalid {raw['type']} message: {problems}") from None
+        raise ProtocolError(
+            "invalid_message", f"invalid {raw['type']} message: {problems}"
+        ) from None
 
 
 def video_message(frame_index: int, keyframe: bool, access_unit: bytes) -> bytes:
@@ -153,7 +162,9 @@ def video_message(frame_index: int, keyframe: bool, access_unit: bytes) -> bytes
 def parse_video_message(message: bytes) -> tuple[int, bool, bytes]:
     """Inverse of video_message: (frame_index, keyframe, access_unit)."""
     if len(message) < VIDEO_HEADER.size:
-        raise ProtocolError("short_message", f"binary message of {len(message)} bytes has no header")
+        raise ProtocolError(
+            "short_message", f"binary message of {len(message)} bytes has no header"
+        )
     kind, flags, _, frame_index = VIDEO_HEADER.unpack_from(message)
     if kind != KIND_VIDEO:
         raise ProtocolError("unknown_binary_kind", f"unknown binary message kind {kind}")

@@ -35,7 +35,11 @@ log = logging.getLogger(__name__)
 
 STATS_EVERY_FRAMES = 30
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_INTERNAL, CLOSE_TRY_LATER = (
-    1000, 1008, 1009, 1011, 1013,
+    1000,
+    1008,
+    1009,
+    1011,
+    1013,
 )
 
 
@@ -158,7 +162,9 @@ class _Connection:
                 "send audio in chunks of 20-100 ms",
             )
         if self.session is None:
-            raise ProtocolError("audio_before_start", "audio arrived before `start`; send `start` first")
+            raise ProtocolError(
+                "audio_before_start", "audio arrived before `start`; send `start` first"
+            )
         await self._send_frames(await self._work(self.session.feed, pcm))
 
     def _on_control(self, control: Control) -> None:

@@ -105,9 +105,7 @@ class MfccStreamer:
         """samples: (n,) float at 16 kHz -> (k, 40) newly complete MFCC frames."""
         samples = np.asarray(samples, dtype=np.float64).reshape(-1)
         if samples.size:
-            self._buffer = np.concatenate(
-                [self._buffer, preemphasize(samples, self._last_sample)]
-            )
+            self._buffer = np.concatenate([self._buffer, preemphasize(samples, self._last_sample)])
             self._last_sample = float(samples[-1])
             self._received += samples.size
         ready = self._next_frame

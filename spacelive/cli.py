@@ -58,8 +58,12 @@ def _cmd_stream(args) -> int:
     from spacelive.client.stream import run_stream
 
     stats = run_stream(
-        args.url, Path(args.audio), Path(args.output), Path(args.image) if args.image else None,
-        realtime=args.realtime, stats_path=Path(args.stats) if args.stats else None,
+        args.url,
+        Path(args.audio),
+        Path(args.output),
+        Path(args.image) if args.image else None,
+        realtime=args.realtime,
+        stats_path=Path(args.stats) if args.stats else None,
     )
     print(json.dumps(stats, indent=2))
     return 0
@@ -70,8 +74,13 @@ def _cmd_render(args) -> int:
     from spacelive.offline import render_file
 
     t0 = time.perf_counter()
-    frames = render_file(Engine(_engine_config(args)), Path(args.image), Path(args.audio),
-                         Path(args.output), seed=args.seed)
+    frames = render_file(
+        Engine(_engine_config(args)),
+        Path(args.image),
+        Path(args.audio),
+        Path(args.output),
+        seed=args.seed,
+    )
     elapsed = time.perf_counter() - t0
     print(json.dumps({"frames": frames, "seconds": elapsed, "output": args.output}))
     return 0
@@ -103,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def engine_options(p):
-        p.add_argument("--models", default=str(DEFAULT_MODELS), help="directory from `spacelive export`")
+        p.add_argument(
+            "--models", default=str(DEFAULT_MODELS), help="directory from `spacelive export`"
+        )
         p.add_argument("--backend", default="cpu", choices=["cpu", "cuda", "tensorrt"])
         p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per stage call")
 
@@ -133,9 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="export the stages to ONNX (needs the train extra)")
     export.add_argument("--width", default="realtime", choices=["paper", "realtime", "tiny"])
-    export.add_argument("--init", default="fresh", choices=["fresh", "zeros", "random"],
-                        help="fresh: initialised, heads at zero; zeros: all-zero placeholder; "
-                        "random: random weights everywhere (tests, benchmarks)")
+    export.add_argument(
+        "--init",
+        default="fresh",
+        choices=["fresh", "zeros", "random"],
+        help="fresh: initialised, heads at zero; zeros: all-zero placeholder; "
+        "random: random weights everywhere (tests, benchmarks)",
+    )
     export.add_argument("--seed", type=int, default=0)
     export.add_argument("-o", "--output", required=True)
     export.set_defaults(run=_cmd_export)

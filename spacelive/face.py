@@ -180,52 +180,92 @@ def decode_portrait(data: bytes) -> np.ndarray:
 
 
 class FaceAnalyzer:
-    """MediaPipe face mesh (478 points with iris) behind a lock; one per process."""
+    """MediaPipe face detection (full range, then short range) to find and count faces, and the
+    face mesh (478 points with iris) to place them. Thread-safe; one per process."""
 
     def __init__(self) -> None:
         import mediapipe as mp
 
+        self._detectors = [
+            mp.solutions.face_detection.FaceDetection(
+                model_selection=selection, min_detection_confidence=0.5
+            )
+            for selection in (1, 0)  # full range (faces far or small) first, then close-ups
+        ]
         self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=2, refine_landmarks=True,
-            min_detection_confidence=0.5,
+            static_image_mode=True,
+            max_num_faces=1,
+            refine_landmarks=True,
+            min_detection_confidence=0.3,
         )
         self._lock = threading.Lock()
 
-    def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
-        """All faces: list of (478, 3) float32 meshes in pixels of ``rgb``."""
+    def find_faces(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """Face boxes (x0, y0, x1, y1) in pixels, best first."""
+        height, width = rgb.shape[:2]
+        image = np.ascontiguousarray(rgb)
+        for detector in self._detectors:
+            with self._lock:
+                detections = detector.process(image).detections or []
+            if detections:
+                boxes = []
+                for d in sorted(detections, key=lambda d: -d.score[0]):
+                    b = d.location_data.relative_bounding_box
+                    boxes.append(
+                        np.array(
+                            [
+                                b.xmin * width,
+                                b.ymin * height,
+                                (b.xmin + b.width) * width,
+                                (b.ymin + b.height) * height,
+                            ]
+                        )
+                    )
+                return boxes
+        return []
+
+    def mesh(self, rgb: np.ndarray) -> np.ndarray | None:
+        """The mesh of the most prominent face: (478, 3) float32 in pixels of ``rgb``."""
         height, width = rgb.shape[:2]
         with self._lock:
             result = self._mesh.process(np.ascontiguousarray(rgb))
-        faces = []
-        for face in result.multi_face_landmarks or []:
-            pts = np.array([(p.x * width, p.y * height, -p.z * width) for p in face.landmark])
-            faces.append(pts.astype(np.float32))
-        return faces
+        if not result.multi_face_landmarks:
+            return None
+        face = result.multi_face_landmarks[0].landmark
+        return np.array([(p.x * width, p.y * height, -p.z * width) for p in face], np.float32)
 
     def analyze(self, data: bytes) -> Avatar:
         """Portrait bytes -> Avatar, or PortraitError with a specific reason."""
         rgb = decode_portrait(data)
-        faces = self.detect(rgb)
-        if not faces:
+        boxes = self.find_faces(rgb)
+        if not boxes:
             raise PortraitError(
                 "no_face",
                 "no face found in the portrait; send a photo with one clearly visible face, "
                 "looking roughly toward the camera",
             )
-        if len(faces) > 1:
+        if len(boxes) > 1:
             raise PortraitError(
                 "several_faces",
-                f"found {len(faces)} faces in the portrait; send a photo with exactly one face "
+                f"found {len(boxes)} faces in the portrait; send a photo with exactly one face "
                 "(crop the others out)",
             )
-        crop, to_crop = crop_around_face(rgb, faces[0])
-        recropped = self.detect(crop)
-        if len(recropped) == 1:
-            mesh_px = recropped[0]
-        else:  # the crop lost or gained a face: keep the original mesh, moved into the crop
-            mesh_px = faces[0].copy()
-            mesh_px[:, :2] = mesh_px[:, :2] @ to_crop[:, :2].T + to_crop[:, 2]
-            mesh_px[:, 2] *= to_crop[0, 0]
+        # Mesh the face in a generous crop around its box, then crop to the final frame by
+        # the mesh and mesh again there, at the resolution the renderer works in.
+        x0, y0, x1, y1 = boxes[0]
+        box_mesh = np.array([[x0, y0, 0], [x1, y1, 0]], np.float32)
+        region, to_region = crop_around_face(rgb, box_mesh, face_fraction=0.5)
+        mesh_region = self.mesh(region)
+        if mesh_region is None:
+            raise PortraitError(
+                "no_face",
+                "a face was detected but its landmarks could not be found; send a sharper, "
+                "more frontal photo",
+            )
+        crop, to_crop = crop_around_face(rgb, _apply_inverse(to_region, mesh_region))
+        mesh_px = self.mesh(crop)
+        if mesh_px is None:  # keep the region's mesh, moved into the crop
+            mesh_px = _apply(to_crop, _apply_inverse(to_region, mesh_region))
         pose = fit_head_pose(pixels_to_crop(mesh_px))
         landmarks0 = normalize_landmarks(pixels_to_crop(mesh_px)[MESH_TO_SPARSE], pose)
         avatar_id = hashlib.sha256(data).hexdigest()[:24]
@@ -233,19 +273,37 @@ class FaceAnalyzer:
         return Avatar(avatar_id, crop, mesh_px.astype(np.float32), pose, landmarks0)
 
 
-def crop_around_face(rgb: np.ndarray, mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The square 512x512 crop centred on the face, the face's widest side FACE_FRACTION of it.
+def _apply(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """A scale-and-shift affine (2, 3) applied to (N, 3) points; z scales like x."""
+    out = points.astype(np.float64).copy()
+    out[:, :2] = out[:, :2] @ affine[:, :2].T + affine[:, 2]
+    out[:, 2] *= affine[0, 0]
+    return out.astype(np.float32)
+
+
+def _apply_inverse(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+    inverse = cv2.invertAffineTransform(affine)
+    return _apply(inverse, points)
+
+
+def crop_around_face(
+    rgb: np.ndarray, mesh: np.ndarray, face_fraction: float = FACE_FRACTION
+) -> tuple[np.ndarray, np.ndarray]:
+    """The square 512x512 crop centred on the face, the face's widest side face_fraction of it.
 
     Returns (crop (512, 512, 3) uint8, affine (2, 3) from image to crop pixels). Outside the
     photo, edge pixels are replicated.
     """
     lo, hi = mesh[:, :2].min(axis=0), mesh[:, :2].max(axis=0)
     centre = (lo + hi) / 2
-    side = float((hi - lo).max()) / FACE_FRACTION
+    side = float((hi - lo).max()) / face_fraction
     centre[1] -= 0.05 * side  # a little more hair than neck
     scale = FRAME_SIZE / side
     affine = np.array(
-        [[scale, 0, FRAME_SIZE / 2 - scale * centre[0]], [0, scale, FRAME_SIZE / 2 - scale * centre[1]]],
+        [
+            [scale, 0, FRAME_SIZE / 2 - scale * centre[0]],
+            [0, scale, FRAME_SIZE / 2 - scale * centre[1]],
+        ],
         dtype=np.float64,
     )
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC

@@ -21,14 +21,14 @@ MESH_POINTS = 478
 # fmt: off
 MESH_TO_IBUG68 = np.array([
     162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,  # jaw
-    71, 63, 105, 66, 107,                                                               # right brow
-    336, 296, 334, 293, 301,                                                            # left brow
-    168, 197, 5, 4,                                                                     # nose bridge
-    75, 97, 2, 326, 305,                                                                # nostrils
-    33, 160, 158, 133, 153, 144,                                                        # right eye
-    362, 385, 387, 263, 373, 380,                                                       # left eye
-    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,                                # outer lips
-    78, 82, 13, 312, 308, 317, 14, 87,                                                  # inner lips
+    71, 63, 105, 66, 107,  # right brow
+    336, 296, 334, 293, 301,  # left brow
+    168, 197, 5, 4,  # nose bridge
+    75, 97, 2, 326, 305,  # nostrils
+    33, 160, 158, 133, 153, 144,  # right eye
+    362, 385, 387, 263, 373, 380,  # left eye
+    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,  # outer lips
+    78, 82, 13, 312, 308, 317, 14, 87,  # inner lips
 ], dtype=np.int64)
 
 RIGHT_EYELID = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]
@@ -53,7 +53,14 @@ POSE_DIMS = 6
 """Head pose per frame: yaw, pitch, roll (radians), then translation x, y, z."""
 
 EMOTIONS = (
-    "neutral", "happy", "sad", "surprised", "fearful", "disgusted", "angry", "contemptuous",
+    "neutral",
+    "happy",
+    "sad",
+    "surprised",
+    "fearful",
+    "disgusted",
+    "angry",
+    "contemptuous",
 )
 """The eight MEAD emotions, in the order of the emotion vector (intensities in [0, 1])."""
 

@@ -59,7 +59,9 @@ class MotionModel:
         self._cache_names = [n for n in stages.audio_encoder.input_names if n.startswith("cache_")]
         self.pose_latent = stages.input_shape("posegen", "z", 1)[1]
 
-    def new_state(self, avatar: Avatar, emotion: np.ndarray | None = None, seed: int = 0) -> MotionState:
+    def new_state(
+        self, avatar: Avatar, emotion: np.ndarray | None = None, seed: int = 0
+    ) -> MotionState:
         """Fresh state for a stream: zero caches and LSTM state, previous = the portrait."""
         st = self.stages
         emotion = np.zeros(len(EMOTIONS), np.float32) if emotion is None else emotion
@@ -68,7 +70,10 @@ class MotionModel:
             avatar=avatar,
             emotion=np.asarray(emotion, np.float32).reshape(1, len(EMOTIONS)),
             z=rng.standard_normal((1, self.pose_latent)).astype(np.float32),
-            caches=[np.zeros(st.input_shape("audio_encoder", n, 1), np.float32) for n in self._cache_names],
+            caches=[
+                np.zeros(st.input_shape("audio_encoder", n, 1), np.float32)
+                for n in self._cache_names
+            ],
             s2l_h=np.zeros(st.input_shape("s2l", "h", 1), np.float32),
             s2l_c=np.zeros(st.input_shape("s2l", "c", 1), np.float32),
             landmarks=avatar.landmarks0[None].astype(np.float32),
@@ -108,7 +113,11 @@ class MotionModel:
             s.caches = [encoded[f"new_{n}"][row : row + 1] for n in self._cache_names]
             positions.append(s.mfcc_index - self.lookahead)
             s.mfcc_index += 1
-        due = [i for i, (p, s) in enumerate(zip(positions, states)) if 0 <= p < s.frame_count]
+        due = [
+            i
+            for i, (p, s) in enumerate(zip(positions, states, strict=True))
+            if 0 <= p < s.frame_count
+        ]
         results: list[FrameMotion | None] = [None] * len(states)
         if not due:
             return results

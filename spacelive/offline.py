@@ -35,7 +35,9 @@ def render_frames(
         session.close()
 
 
-def render_file(engine: Engine, image_path: Path, audio_path: Path, out: Path, seed: int = 0) -> int:
+def render_file(
+    engine: Engine, image_path: Path, audio_path: Path, out: Path, seed: int = 0
+) -> int:
     """`spacelive render`: writes the MP4 and returns its frame count."""
     samples, rate = read_audio(audio_path)
     frames = render_frames(engine, Path(image_path).read_bytes(), samples, rate, seed=seed)

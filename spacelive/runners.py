@@ -32,7 +32,9 @@ class StageRunner:
 
     def __init__(self, path: Path, backend: str = "cpu", threads: int = 1):
         if backend not in BACKEND_PROVIDERS:
-            raise ModelError(f"unknown backend {backend!r}; choose one of {sorted(BACKEND_PROVIDERS)}")
+            raise ModelError(
+                f"unknown backend {backend!r}; choose one of {sorted(BACKEND_PROVIDERS)}"
+            )
         wanted = BACKEND_PROVIDERS[backend]
         available = ort.get_available_providers()
         if wanted[0] not in available:

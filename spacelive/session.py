@@ -7,9 +7,10 @@ mutable; the engine's runners and renderer are stateless and shared.
 
 import logging
 import time
+
 import numpy as np
 
-from spacelive.audio import MfccStreamer, N_MFCC, Resampler, frame_count
+from spacelive.audio import N_MFCC, MfccStreamer, Resampler, frame_count
 from spacelive.face import Avatar, crop_to_pixels
 from spacelive.motion import FrameMotion, MotionModel
 from spacelive.renderer import WarpRenderer

@@ -101,7 +101,9 @@ def write_mp4(
         for f in frames:
             packet = av.Packet(f.data)
             packet.stream = video
-            packet.time_base = Fraction(1, FRAME_RATE)  # the stream's own changes once muxing starts
+            packet.time_base = Fraction(
+                1, FRAME_RATE
+            )  # the stream's own changes once muxing starts
             packet.pts = packet.dts = f.frame_index
             packet.is_keyframe = f.keyframe
             container.mux(packet)

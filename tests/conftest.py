@@ -14,7 +14,6 @@ from spacelive.engine import Engine, EngineConfig
 from spacelive.face import FaceAnalyzer
 
 
-
 def portrait_bytes(name: str) -> bytes:
     """Public-domain portraits shipped in registry packages, as PNG/JPEG bytes."""
     if name == "astronaut":
@@ -26,7 +25,9 @@ def portrait_bytes(name: str) -> bytes:
     if name == "grace_hopper":
         import matplotlib.cbook
 
-        return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).read_bytes()
+        return Path(
+            matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+        ).read_bytes()
     raise KeyError(name)
 
 
@@ -88,10 +89,18 @@ class LiveServer:
         from spacelive.server.protocol import WEBSOCKET_MAX_BYTES
 
         self.port = _free_port()
-        app = create_app(ServerConfig(engine=EngineConfig(models=models), max_sessions=max_sessions))
+        app = create_app(
+            ServerConfig(engine=EngineConfig(models=models), max_sessions=max_sessions)
+        )
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, ws_max_size=WEBSOCKET_MAX_BYTES,
-                           log_config=None, lifespan="on")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                ws_max_size=WEBSOCKET_MAX_BYTES,
+                log_config=None,
+                lifespan="on",
+            )
         )
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
 

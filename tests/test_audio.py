@@ -37,8 +37,14 @@ def test_coefficients_follow_python_speech_features():
     for k in (5, 12, 20):
         start = window_start(k)
         reference = psf.mfcc(
-            emphasized[start : start + NFFT], 16_000, winlen=NFFT / 16_000, winstep=NFFT / 16_000,
-            numcep=40, nfilt=40, nfft=NFFT, preemph=0.0,
+            emphasized[start : start + NFFT],
+            16_000,
+            winlen=NFFT / 16_000,
+            winstep=NFFT / 16_000,
+            numcep=40,
+            nfilt=40,
+            nfft=NFFT,
+            preemph=0.0,
         )[0]
         np.testing.assert_allclose(ours[k], reference, rtol=1e-4, atol=1e-3)
 

@@ -30,7 +30,9 @@ def test_ten_seconds_give_300_frames_in_order(engine, avatar):
     assert frames[0].keyframe
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(samples=st.integers(0, 40_000), rate=st.sampled_from([16_000, 24_000, 48_000]))
 def test_duration_d_gives_ceil_d_times_30_frames(engine, avatar, samples, rate):
     pcm = pcm_s16le(speechlike(samples / rate + 1e-9, rate, seed=samples))[: 2 * samples]
@@ -40,7 +42,9 @@ def test_duration_d_gives_ceil_d_times_30_frames(engine, avatar, samples, rate):
 
 
 @pytest.mark.parametrize("rate", [16_000, 48_000])
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(chunk_samples=st.lists(st.integers(1, 40_000), min_size=1, max_size=20))
 def test_frames_are_identical_whatever_the_chunking(engine, avatar, rate, chunk_samples):
     pcm = pcm_s16le(speechlike(1.5, rate, seed=rate))
@@ -89,9 +93,11 @@ def test_batched_step_equals_stepping_alone(engine, avatar):
         state = motion.new_state(avatar, seed=1)
         alone.append([motion.step([state], row[None])[0] for row in mfcc])
     states = [motion.new_state(avatar, seed=1), motion.new_state(avatar, seed=1)]
-    together = [motion.step(states, np.stack([ra, rb])) for ra, rb in zip(mfcc_a, mfcc_b)]
+    together = [
+        motion.step(states, np.stack([ra, rb])) for ra, rb in zip(mfcc_a, mfcc_b, strict=True)
+    ]
     for who in (0, 1):
-        for got, want in zip([t[who] for t in together], alone[who]):
+        for got, want in zip([t[who] for t in together], alone[who], strict=True):
             if want is None:
                 assert got is None
             else:

@@ -74,8 +74,13 @@ def test_step_graphs_match_full_sequence_torch(width, tmp_path):
     for t in range(FRAMES):
         out = runners.s2l.run(
             {
-                "audio": features[:, t], "previous": previous, "landmarks0": landmarks0.numpy(),
-                "emotion": emotion_np, "h": h, "c": c, "first": np.full(BATCH, t == 0, np.float32),
+                "audio": features[:, t],
+                "previous": previous,
+                "landmarks0": landmarks0.numpy(),
+                "emotion": emotion_np,
+                "h": h,
+                "c": c,
+                "first": np.full(BATCH, t == 0, np.float32),
             }
         )
         previous, h, c = out["landmarks"], out["new_h"], out["new_c"]
@@ -101,9 +106,14 @@ def test_step_graphs_match_full_sequence_torch(width, tmp_path):
     for t in range(FRAMES):
         out = runners.l2l.run(
             {
-                "audio": features[:, t], "landmarks": posed[:, t].numpy(),
-                "kp_source": kp_source.numpy(), "previous": previous, "emotion": emotion_np,
-                "h": h, "c": c, "first": np.full(BATCH, t == 0, np.float32),
+                "audio": features[:, t],
+                "landmarks": posed[:, t].numpy(),
+                "kp_source": kp_source.numpy(),
+                "previous": previous,
+                "emotion": emotion_np,
+                "h": h,
+                "c": c,
+                "first": np.full(BATCH, t == 0, np.float32),
             }
         )
         previous, h, c = out["kp"], out["new_h"], out["new_c"]

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Set up a virtual environment and run spacelive: `./dev.sh serve [ARGS]` or `./dev.sh test [ARGS]`.
+# Idempotent: a second run reuses the environment and only installs what changed.
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${SPACELIVE_VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+ensure_venv() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
+      # Debian ships venv separately.
+      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      else
+        echo "python3 -m venv failed: install python3-venv (sudo apt-get install python3-venv)" >&2
+        exit 1
+      fi
+      rm -rf "$VENV"
+      "$PYTHON" -m venv "$VENV"
+    fi
+  fi
+  "$VENV/bin/python" - <<'PY'
+import sys
+if sys.version_info[:2] not in ((3, 11), (3, 12)):
+    sys.exit(f"spacelive needs Python 3.11 or 3.12, found {sys.version.split()[0]}")
+PY
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+}
+
+install() {  # $1: extras, e.g. "" or "train,dev"
+  local spec="."
+  [ -n "$1" ] && spec=".[$1]"
+  "$VENV/bin/python" -m pip install -q -e "$spec"
+  # mediapipe's declared dependencies pull jax and a GUI OpenCV (~1.5 GB) that face mesh does not
+  # need; its real runtime needs are in pyproject.toml.
+  "$VENV/bin/python" -m pip install -q --no-deps "mediapipe==0.10.21"
+}
+
+command=${1:-}
+[ $# -gt 0 ] && shift
+case "$command" in
+  serve)
+    ensure_venv
+    install ""
+    exec "$VENV/bin/spacelive" serve "$@"
+    ;;
+  test)
+    ensure_venv
+    install "train,dev"
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/ruff" format --check .
+    exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  *)
+    echo "usage: ./dev.sh serve [spacelive serve options] | ./dev.sh test [pytest options]" >&2
+    exit 2
+    ;;
+esac

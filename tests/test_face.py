@@ -1,0 +1,115 @@
+"""Portrait analysis: one face, a 512x512 crop, normalized landmarks, specific errors."""
+
+import numpy as np
+import pytest
+
+from spacelive.face import (
+    MAX_PORTRAIT_BYTES,
+    PortraitError,
+    angles_from_rotation,
+    decode_portrait,
+    normalize_landmarks,
+    pixels_to_crop,
+    pose_landmarks,
+    rotation_from_angles,
+)
+from spacelive.landmarks import LEFT_EAR, MESH_TO_SPARSE, RIGHT_EAR
+from tests.conftest import png_bytes, portrait_bytes
+
+
+@pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
+def test_portraits_become_avatars(analyzer, name):
+    avatar = analyzer.analyze(portrait_bytes(name))
+    assert avatar.image.shape == (512, 512, 3) and avatar.image.dtype == np.uint8
+    assert avatar.mesh_px.shape == (478, 3)
+    width = np.ptp(avatar.mesh_px[:, 0])
+    assert 0.3 * 512 < width < 0.6 * 512  # the crop policy frames the face
+    ears = avatar.landmarks0[LEFT_EAR, :2] - avatar.landmarks0[RIGHT_EAR, :2]
+    assert np.linalg.norm(ears) == pytest.approx(2.0, abs=1e-4)
+    yaw, pitch, roll = avatar.pose.angles_deg()
+    assert abs(yaw) < 15 and abs(roll) < 15
+
+
+def test_normalization_round_trips(avatar):
+    sparse = pixels_to_crop(avatar.mesh_px)[MESH_TO_SPARSE]
+    normalized = normalize_landmarks(sparse, avatar.pose)
+    pose = avatar.pose
+    back = pose_landmarks(
+        normalized[None], pose.rotation[None], pose.translation[None], np.array([[[pose.scale]]])
+    )[0]
+    np.testing.assert_allclose(back, sparse, atol=1e-5)
+
+
+def test_angles_round_trip():
+    angles = np.array([0.3, -0.2, 0.1])
+    rotation = rotation_from_angles(*angles)
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(angles_from_rotation(rotation), angles, atol=1e-12)
+
+
+def test_analysis_of_a_turned_portrait_reports_the_turn(analyzer):
+    """A horizontally mirrored portrait has the opposite yaw and roll."""
+    import io
+
+    from PIL import Image
+
+    image = np.asarray(Image.open(io.BytesIO(portrait_bytes("grace_hopper"))))
+    yaw, _, roll = analyzer.analyze(portrait_bytes("grace_hopper")).pose.angles_deg()
+    m_yaw, _, m_roll = analyzer.analyze(png_bytes(image[:, ::-1].copy())).pose.angles_deg()
+    assert m_yaw == pytest.approx(-yaw, abs=2.0)
+    assert m_roll == pytest.approx(-roll, abs=2.0)
+
+
+def test_not_an_image(analyzer):
+    with pytest.raises(PortraitError) as info:
+        analyzer.analyze(b"GIF89a this is not really an image")
+    assert info.value.code == "portrait_unreadable"
+    assert "JPEG" in info.value.message
+
+
+def test_empty_upload():
+    with pytest.raises(PortraitError, match="empty"):
+        decode_portrait(b"")
+
+
+def test_no_face(analyzer):
+    gray = np.full((300, 300, 3), 128, np.uint8)
+    with pytest.raises(PortraitError) as info:
+        analyzer.analyze(png_bytes(gray))
+    assert info.value.code == "no_face"
+
+
+def test_several_faces(analyzer):
+    import io
+
+    from PIL import Image
+
+    face = np.asarray(Image.open(io.BytesIO(portrait_bytes("astronaut"))).convert("RGB"))
+    pair = np.concatenate([face, face[:, ::-1]], axis=1)
+    with pytest.raises(PortraitError) as info:
+        analyzer.analyze(png_bytes(pair))
+    assert info.value.code == "several_faces"
+    assert "exactly one face" in info.value.message
+
+
+def test_oversized_bytes_are_refused_before_decoding():
+    with pytest.raises(PortraitError) as info:
+        decode_portrait(b"\xff" * (MAX_PORTRAIT_BYTES + 1))
+    assert info.value.code == "portrait_too_large"
+
+
+def test_too_many_pixels_are_refused():
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (8000, 6000)).save(buffer, "PNG")  # small file, 48 megapixels
+    with pytest.raises(PortraitError, match="megapixels"):
+        decode_portrait(buffer.getvalue())
+
+
+def test_tiny_image_is_refused():
+    with pytest.raises(PortraitError) as info:
+        decode_portrait(png_bytes(np.zeros((20, 20, 3), np.uint8)))
+    assert info.value.code == "portrait_too_small"

@@ -1,0 +1,56 @@
+"""The wire format."""
+
+import pytest
+
+from spacelive.server.protocol import (
+    Control,
+    End,
+    ProtocolError,
+    Start,
+    parse_client_text,
+    parse_video_message,
+    video_message,
+)
+
+
+def test_video_message_round_trip():
+    message = video_message(123_456, True, b"\x00\x00\x00\x01\x65abc")
+    assert message[:8] == bytes([1, 1, 0, 0]) + (123_456).to_bytes(4, "little")
+    assert parse_video_message(message) == (123_456, True, b"\x00\x00\x00\x01\x65abc")
+
+
+def test_client_messages_parse():
+    start = parse_client_text(
+        '{"type": "start", "avatar_id": "default", "audio": {"sample_rate": 48000},'
+        ' "controls": {"emotion": {"happy": 0.7}}}'
+    )
+    assert isinstance(start, Start) and start.audio.sample_rate == 48_000
+    assert start.controls.emotion_vector()[1] == 0.7
+    assert isinstance(parse_client_text('{"type": "control", "emotion": {}}'), Control)
+    assert isinstance(parse_client_text('{"type": "end"}'), End)
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "words"),
+    [
+        ("{not json", "invalid_json", "not valid JSON"),
+        ('{"type": "dance"}', "unknown_message", "'dance'"),
+        ("[1, 2]", "unknown_message", "list"),
+        ('{"type": "start", "audio": {"sample_rate": 8000}}', "unsupported_sample_rate", "8000"),
+        ('{"type": "start", "colour": "red"}', "invalid_message", "colour"),
+        ('{"type": "control", "emotion": {"smug": 1}}', "invalid_message", "smug"),
+        ('{"type": "control", "emotion": {"happy": 3}}', "invalid_message", "less than or equal"),
+        ('{"type": "start", "audio": {"encoding": "mp3"}}', "invalid_message", "pcm_s16le"),
+    ],
+)
+def test_bad_messages_name_the_problem(text, code, words):
+    with pytest.raises(ProtocolError) as info:
+        parse_client_text(text)
+    assert info.value.code == code
+    assert words in info.value.message
+
+
+def test_inline_portrait_must_be_base64():
+    start = parse_client_text('{"type": "start", "portrait": "***"}')
+    with pytest.raises(ProtocolError, match="base64"):
+        start.portrait_bytes()

@@ -1,0 +1,41 @@
+"""The first renderer: rest is exact, motion moves the right pixels and only those."""
+
+import numpy as np
+
+from spacelive.landmarks import MESH_TO_IBUG68
+from spacelive.renderer import WarpRenderer
+
+LOWER_LIP_AND_CHIN = MESH_TO_IBUG68[[5, 6, 7, 8, 9, 10, 11, 55, 56, 57, 58, 59, 64, 65, 66, 67]]
+
+
+def test_rest_pose_returns_the_source_exactly(avatar):
+    renderer = WarpRenderer()
+    source = renderer.prepare(avatar.image, avatar.mesh_px)
+    assert np.array_equal(renderer.render(source, avatar.mesh_px), avatar.image)
+
+
+def test_moving_keypoints_moves_those_pixels_and_leaves_the_background(avatar):
+    renderer = WarpRenderer()
+    source = renderer.prepare(avatar.image, avatar.mesh_px)
+    driving = avatar.mesh_px.copy()
+    below_nose = avatar.mesh_px[:, 1] > avatar.mesh_px[MESH_TO_IBUG68[33], 1]
+    driving[below_nose, 1] += 10  # drop the jaw by 10 px
+    frame = renderer.render(source, driving)
+
+    diff = np.abs(frame.astype(int) - avatar.image.astype(int)).sum(axis=2)
+    chin = avatar.mesh_px[MESH_TO_IBUG68[8], :2].astype(int)
+    around_chin = diff[chin[1] - 20 : chin[1] + 20, chin[0] - 30 : chin[0] + 30]
+    assert around_chin.mean() > 10
+    assert diff[:40, :40].max() == 0 and diff[:40, -40:].max() == 0  # background corners
+
+    # The flow at the chin is about the commanded 10 px (sampling from 10 px above).
+    flow = renderer.flow(source, driving)
+    assert -11 < flow[chin[1], chin[0], 1] < -6
+    assert abs(flow[30, 30]).max() < 0.05
+
+
+def test_render_is_deterministic(avatar):
+    renderer = WarpRenderer()
+    source = renderer.prepare(avatar.image, avatar.mesh_px)
+    driving = avatar.mesh_px + np.array([3.0, -2.0, 0.0], np.float32)
+    assert np.array_equal(renderer.render(source, driving), renderer.render(source, driving))

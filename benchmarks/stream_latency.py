@@ -50,8 +50,18 @@ def main() -> int:
 
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "spacelive.cli", "--log-level", "warning", "serve",
-         "--port", str(port), "--models", args.models],
+        [
+            sys.executable,
+            "-m",
+            "spacelive.cli",
+            "--log-level",
+            "warning",
+            "serve",
+            "--port",
+            str(port),
+            "--models",
+            args.models,
+        ],
     )
     try:
         deadline = time.monotonic() + 120
@@ -66,8 +76,9 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             wav = Path(tmp) / "speech.wav"
             write_wav(wav, speech_like(args.seconds), 16_000)
-            stats = run_stream(f"ws://127.0.0.1:{port}/v1/stream", wav, Path(tmp) / "out.mp4",
-                               realtime=True)
+            stats = run_stream(
+                f"ws://127.0.0.1:{port}/v1/stream", wav, Path(tmp) / "out.mp4", realtime=True
+            )
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -20,7 +20,6 @@ LOOKAHEAD = SYMMETRIC_LAYERS * (SYMMETRIC_KERNEL // 2)  # 4 frames
 class ConvBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel: int):
         super().__init__()
-        self.kernel = kernel
         self.conv = nn.Conv1d(in_channels, out_channels, kernel, bias=False)
         self.norm = nn.BatchNorm1d(out_channels)
 
@@ -35,23 +34,24 @@ class AudioEncoder(nn.Module):
     def __init__(self, channels: int, n_mfcc: int = N_MFCC):
         super().__init__()
         self.channels = channels
-        blocks = []
-        for i in range(SYMMETRIC_LAYERS + CAUSAL_LAYERS):
-            kernel = SYMMETRIC_KERNEL if i < SYMMETRIC_LAYERS else CAUSAL_KERNEL
-            blocks.append(ConvBlock(n_mfcc if i == 0 else channels, channels, kernel))
-        self.blocks = nn.ModuleList(blocks)
+        layers = range(SYMMETRIC_LAYERS + CAUSAL_LAYERS)
+        self.kernels = [SYMMETRIC_KERNEL if i < SYMMETRIC_LAYERS else CAUSAL_KERNEL for i in layers]
+        self.in_channels = [n_mfcc if i == 0 else channels for i in layers]
+        self.blocks = nn.ModuleList(
+            ConvBlock(c_in, channels, k)
+            for c_in, k in zip(self.in_channels, self.kernels, strict=True)
+        )
 
     def forward(self, mfcc: torch.Tensor) -> torch.Tensor:
         x = mfcc.transpose(1, 2)
-        for i, block in enumerate(self.blocks):
-            half = block.kernel // 2
-            pad = (half, half) if i < SYMMETRIC_LAYERS else (block.kernel - 1, 0)
+        for i, (block, kernel) in enumerate(zip(self.blocks, self.kernels, strict=True)):
+            pad = (kernel // 2, kernel // 2) if i < SYMMETRIC_LAYERS else (kernel - 1, 0)
             x = block(F.pad(x, pad))
         return x.transpose(1, 2)
 
     def cache_shapes(self, batch: int) -> list[tuple[int, int, int]]:
         """Per-layer cache shapes: the last kernel - 1 inputs each layer has seen."""
-        return [(batch, block.conv.in_channels, block.kernel - 1) for block in self.blocks]
+        return [(batch, c, k - 1) for c, k in zip(self.in_channels, self.kernels, strict=True)]
 
 
 class AudioEncoderStep(nn.Module):

@@ -15,7 +15,7 @@ from spacelive import FRAME_RATE, FRAME_SIZE
 from spacelive.audio import SUPPORTED_SAMPLE_RATES
 from spacelive.landmarks import EMOTIONS
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION: Literal[1] = 1
 MAX_AUDIO_MESSAGE_BYTES = 1 << 20
 MAX_TEXT_MESSAGE_BYTES = 15 << 20  # room for a base64 portrait inline in `start`
 MAX_INLINE_PORTRAIT_BYTES = 10 << 20

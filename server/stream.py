@@ -165,7 +165,7 @@ class _Connection:
             raise ProtocolError(
                 "audio_before_start", "audio arrived before `start`; send `start` first"
             )
-        await self._send_frames(await self._work(self.session.feed, pcm))
+        await self._send_frames(self.session, await self._work(self.session.feed, pcm))
 
     def _on_control(self, control: Control) -> None:
         if self.session is None:
@@ -176,8 +176,8 @@ class _Connection:
     async def _on_end(self) -> None:
         if self.session is None:
             raise ProtocolError("end_before_start", "`end` arrived before `start`")
-        await self._send_frames(await self._work(self.session.flush))
         session = self.session
+        await self._send_frames(session, await self._work(session.flush))
         await self.ws.send_json(
             {
                 "type": "done",
@@ -188,10 +188,9 @@ class _Connection:
         )
         await self.ws.close(CLOSE_NORMAL)
 
-    async def _send_frames(self, frames: list[EncodedFrame]) -> None:
+    async def _send_frames(self, session: StreamSession, frames: list[EncodedFrame]) -> None:
         for frame in frames:
             await self.ws.send_bytes(video_message(frame.frame_index, frame.keyframe, frame.data))
-        session = self.session
         if session.frames_produced - self._last_stats >= STATS_EVERY_FRAMES:
             self._last_stats = session.frames_produced
             elapsed = time.monotonic() - self._started_at

@@ -179,6 +179,8 @@ class Resampler:
     def _run(self, samples: np.ndarray) -> np.ndarray:
         import av
 
+        if self._resampler is None:
+            return samples
         out = []
         for start in range(0, samples.size, self._block):
             block = samples[start : start + self._block]

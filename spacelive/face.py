@@ -11,6 +11,7 @@ Done once per portrait; the result is an ``Avatar``. Coordinates:
 import hashlib
 import io
 import logging
+import os
 import threading
 from dataclasses import dataclass
 
@@ -54,7 +55,8 @@ class HeadPose:
 
     def angles_deg(self) -> tuple[float, float, float]:
         """(yaw, pitch, roll) in degrees."""
-        return tuple(float(np.degrees(a)) for a in angles_from_rotation(self.rotation))
+        yaw, pitch, roll = np.degrees(angles_from_rotation(self.rotation))
+        return float(yaw), float(pitch), float(roll)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +162,7 @@ def decode_portrait(data: bytes) -> np.ndarray:
                 )
             from PIL import ImageOps
 
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            rgb = np.asarray(image, dtype=np.uint8)
+            rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"), dtype=np.uint8)
     except PortraitError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -184,6 +185,8 @@ class FaceAnalyzer:
     face mesh (478 points with iris) to place them. Thread-safe; one per process."""
 
     def __init__(self) -> None:
+        # MediaPipe's C++ side logs several INFO/WARNING lines per image through glog.
+        os.environ.setdefault("GLOG_minloglevel", "2")
         import mediapipe as mp
 
         self._detectors = [

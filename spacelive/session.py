@@ -52,7 +52,8 @@ class StreamSession:
         self._render_source = renderer.prepare(avatar.image, avatar.mesh_px)
         self._mfcc = MfccStreamer()
         self._state = motion.new_state(avatar, emotion, seed)
-        self._encoder: H264Encoder | None = H264Encoder()
+        self._encoder = H264Encoder()
+        self._closed = False
         self.samples_received = 0
         self.frames_produced = 0
         self.flushed = False
@@ -60,7 +61,7 @@ class StreamSession:
 
     @property
     def closed(self) -> bool:
-        return self._encoder is None
+        return self._closed
 
     def feed(self, pcm: bytes) -> list[EncodedFrame]:
         """PCM s16le mono at the session's sample rate -> the frames that became due."""
@@ -103,15 +104,13 @@ class StreamSession:
         self._state.emotion = np.asarray(emotion, np.float32).reshape(1, -1)
 
     def close(self) -> None:
-        """Release the encoder and state. Idempotent."""
-        if self._encoder is not None:
+        """Release the encoder; the state goes with the session object. Idempotent."""
+        if not self._closed:
+            self._closed = True
             self._encoder.close()
-            self._encoder = None
-            self._state = None
-            self._mfcc = None
 
     def _check_open(self) -> None:
-        if self._encoder is None:
+        if self._closed:
             raise RuntimeError("session is closed")
 
     def _advance(self, mfcc: np.ndarray) -> list[EncodedFrame]:

@@ -48,12 +48,14 @@ class H264Encoder:
             "x264-params": f"keyint={KEYFRAME_INTERVAL}:min-keyint={KEYFRAME_INTERVAL}:"
             "scenecut=0:repeat-headers=1:threads=1",
         }
-        self._codec = codec
+        self._codec: av.VideoCodecContext | None = codec
         self._pts = 0
 
     def encode(self, rgb: np.ndarray, frame_index: int) -> EncodedFrame:
         """rgb: (H, W, 3) uint8 -> the frame's access unit."""
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        if self._codec is None:
+            raise RuntimeError("encoder is closed")
         frame.pts = self._pts
         self._pts += 1
         packets = self._codec.encode(frame)

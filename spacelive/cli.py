@@ -86,6 +86,35 @@ def _cmd_render(args) -> int:
     return 0
 
 
+def _cmd_eval_render(args) -> int:
+    from PIL import Image
+
+    from spacelive.engine import Engine
+    from spacelive.render_checks import evaluate, standard_portraits
+
+    portraits = standard_portraits()
+    if args.portrait:
+        portraits = {
+            p: (portraits[p] if p in portraits else Path(p).read_bytes()) for p in args.portrait
+        }
+    motion = Engine(_engine_config(args)).motion
+    out = evaluate(portraits, motion)
+    report = out["report"]
+    for portrait, checks in report["portraits"].items():
+        for check, result in checks.items():
+            figures = ", ".join(f"{k}={v:.3f}" for k, v in result["figures"].items())
+            print(f"{portrait:14s} {check:6s} {'pass' if result['passed'] else 'FAIL'}  {figures}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")
+    if args.sheets:
+        folder = Path(args.sheets)
+        folder.mkdir(parents=True, exist_ok=True)
+        for portrait, sheet in out["sheets"].items():
+            Image.fromarray(sheet).save(folder / f"render_checks_{Path(portrait).stem}.png")
+    print("all checks passed" if report["passed"] else "some checks FAILED")
+    return 0 if report["passed"] else 1
+
+
 def _cmd_export(args) -> int:
     from spacelive.export.stages import build_stages, export_stages, randomize, zero
 
@@ -139,8 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("audio")
     render.add_argument("-o", "--output", required=True)
     render.add_argument("--seed", type=int, default=0)
+    render.add_argument("--contact-sheet", help="also write a PNG grid of frames across the clip")
     engine_options(render)
     render.set_defaults(run=_cmd_render)
+
+    evaluation = sub.add_parser("eval", help="objective evaluations")
+    eval_sub = evaluation.add_subparsers(dest="evaluation", required=True)
+    eval_render = eval_sub.add_parser(
+        "render", help="renderer checks with an independent detector; exits 1 if one fails"
+    )
+    eval_render.add_argument("--json", help="write every figure here")
+    eval_render.add_argument("--sheets", help="folder for a contact sheet per portrait")
+    eval_render.add_argument(
+        "--portrait",
+        action="append",
+        help="astronaut, grace_hopper, cameraman or an image path (repeatable; default: the three)",
+    )
+    engine_options(eval_render)
+    eval_render.set_defaults(run=_cmd_eval_render)
 
     export = sub.add_parser("export", help="export the stages to ONNX (needs the train extra)")
     export.add_argument("--width", default="realtime", choices=["paper", "realtime", "tiny"])

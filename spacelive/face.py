@@ -83,12 +83,15 @@ def crop_to_pixels(points: np.ndarray) -> np.ndarray:
     return ((points + np.array([1.0, 1.0, 0.0])) * (FRAME_SIZE / 2)).astype(np.float32)
 
 
-def rotation_from_angles(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:
+def rotation_from_angles(
+    yaw: np.ndarray | float, pitch: np.ndarray | float, roll: np.ndarray | float
+) -> np.ndarray:
     """(...,) radians -> (..., 3, 3). Image axes: x right, y down, z toward the viewer.
 
     R = Rz(roll) @ Rx(pitch) @ Ry(yaw); positive yaw turns the face toward image right,
     positive pitch tilts the chin down, positive roll rotates clockwise on screen.
     """
+    yaw, pitch, roll = np.asarray(yaw), np.asarray(pitch), np.asarray(roll)
     cy, sy = np.cos(yaw), np.sin(yaw)
     cp, sp = np.cos(pitch), np.sin(pitch)
     cr, sr = np.cos(roll), np.sin(roll)
@@ -107,9 +110,10 @@ def angles_from_rotation(rotation: np.ndarray) -> np.ndarray:
     return np.array([yaw, pitch, roll])
 
 
-def fit_head_pose(mesh: np.ndarray) -> HeadPose:
+def symmetry_pose(mesh: np.ndarray) -> HeadPose:
     """Head pose from the mesh's own symmetry: x from right to left features, y from
-    forehead to chin (orthogonalized), z = x cross y. mesh: (478, 3) crop coordinates."""
+    forehead to chin (orthogonalized), z = x cross y. mesh: (478, 3) crop coordinates.
+    Quick and model-free, but it trusts the detector's depth; ``fit_head_pose`` does not."""
     mesh = mesh.astype(np.float64)
     x_axis = (mesh[_SYMMETRIC_PAIRS[:, 1]] - mesh[_SYMMETRIC_PAIRS[:, 0]]).sum(axis=0)
     x_axis /= np.linalg.norm(x_axis)
@@ -117,7 +121,23 @@ def fit_head_pose(mesh: np.ndarray) -> HeadPose:
     y_axis -= x_axis * (y_axis @ x_axis)
     y_axis /= np.linalg.norm(y_axis)
     z_axis = np.cross(x_axis, y_axis)
-    rotation = np.stack([x_axis, y_axis, z_axis], axis=1)
+    return _pose_with_rotation(mesh, np.stack([x_axis, y_axis, z_axis], axis=1))
+
+
+def fit_head_pose(mesh: np.ndarray) -> HeadPose:
+    """Head pose by fitting the generic 3D face model to the mesh's image-plane positions
+    (weak perspective, rigid points only). mesh: (478, 3) crop coordinates.
+
+    Translation is the centroid of the sparse landmarks and scale puts the ears 2 apart in
+    the frontal frame, so that ``normalize_landmarks`` gives the paper's normalization.
+    """
+    from spacelive.face_model import fit_rotation
+
+    rotation = fit_rotation(mesh[:, :2], symmetry_pose(mesh).rotation)
+    return _pose_with_rotation(mesh.astype(np.float64), rotation)
+
+
+def _pose_with_rotation(mesh: np.ndarray, rotation: np.ndarray) -> HeadPose:
     sparse = mesh[MESH_TO_SPARSE]
     translation = sparse.mean(axis=0)
     frontal = (sparse - translation) @ rotation

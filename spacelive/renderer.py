@@ -1,11 +1,28 @@
 """The generator stage: source photo + source keypoints + driving keypoints -> 512x512 frame.
 
-A keypoint-driven backward warp. The displacement (source - driving) known at each driving
-keypoint is spread over a coarse grid by normalized Gaussian kernel regression (as a
-normalized convolution: splat, blur, divide), with a
-constant background weight that pulls the flow to zero away from the face (hair, neck and
-background stay put rather than tear), upsampled to full resolution and applied with one
-bilinear remap. Synthesized content (mouth interior, eyelids) is issue #3's renderer.
+A keypoint-driven backward warp with synthesized content where a warp cannot invent it. One
+``cv2.remap`` of the source through a sample map built from three layers, then paint:
+
+1. **Global flow.** The displacement (source - driving) at each driving keypoint, spread by
+   normalized Gaussian kernel regression (splat, blur, divide) on a coarse grid, with a
+   constant background weight pulling the flow to zero away from the face, so hair, neck and
+   background stay put and never tear. Inner-lip, eyelid and iris points are left to the
+   layers below.
+2. **Mouth.** In the mouth's own frame (corner to corner), each column maps the driving
+   lips onto the source lips piecewise-linearly: the upper lip onto the upper lip, the lower
+   onto the lower, so closing an open mouth brings the lips together and never drags teeth
+   over them. Between the inner lips the renderer paints the mouth interior: a dark cavity
+   with upper and lower teeth in proportion to the opening (the portrait's own teeth where
+   its mouth shows them).
+3. **Eyes.** The same column mapping for the lids: the skin above the eye slides down with
+   the upper lid and covers the eyeball, which itself does not move with the lid. The
+   opening is painted with the iris-free eyeball and the iris at its driving position.
+
+The feature maps are computed on a half-resolution grid and upsampled (they are piecewise
+linear in position); edges (inner lips, lids, iris) are cut at full resolution.
+
+Everything is numpy/OpenCV on one CPU core (``benchmarks/renderer.py``). A GPU form would port
+the same array program to torch and export it with a 4-D GridSample.
 """
 
 from dataclasses import dataclass
@@ -14,13 +31,123 @@ import cv2
 import numpy as np
 
 from spacelive import FRAME_SIZE
+from spacelive.rig import (
+    EYES,
+    LOWER_INNER_LIP,
+    LOWER_OUTER_LIP,
+    MOUTH_CORNERS,
+    UPPER_INNER_LIP,
+    UPPER_OUTER_LIP,
+)
 
-GRID = 128
-"""Flow is computed on a GRID x GRID lattice (4-pixel cells) and upsampled."""
-SIGMA_FACE_FRACTION = 0.08
-"""Kernel width as a fraction of the face size."""
-BACKGROUND_WEIGHT = 0.15
+GRID = 64
+"""Global flow is computed on a GRID x GRID lattice (8-pixel cells) and upsampled."""
+REFINEMENTS = 1
+"""Residual passes that pull the smoothed flow onto the keypoints' own displacements."""
+SIGMA_FACE_FRACTION = 0.04
+"""Kernel width of the global flow as a fraction of the face size."""
+BACKGROUND_WEIGHT = 0.1
 """Weight of the zero-flow background term, relative to one keypoint at distance 0."""
+REST_TOLERANCE_PX = 0.25
+"""A mouth or eye whose contours are within this of the portrait's, in the feature's own
+frame, is at rest: the global warp renders it exactly and its layer is skipped."""
+MOUTH_BAND = 0.25
+"""Skin above and below the lips that the mouth layer re-maps, in mouth half-widths."""
+LID_BAND, LOWER_LID_BAND = 0.65, 0.35
+"""Skin above and below the eye opening that the eye layer re-maps, in eye half-widths."""
+LASH_WIDTH = 0.1
+"""The upper lid's lash line, kept unstretched as the lid closes, in eye half-widths."""
+
+_LAYERED = sorted(
+    set(UPPER_INNER_LIP[1:-1] + LOWER_INNER_LIP[1:-1])
+    | {i for _, upper, lower, iris in EYES for i in upper[1:-1] + lower[1:-1] + iris}
+)
+_GLOBAL = np.setdiff1d(np.arange(478), _LAYERED)
+
+CAVITY_RGB = np.array([52.0, 20.0, 22.0])
+DEFAULT_TEETH_RGB = np.array([242.0, 236.0, 222.0])
+_TOOTH_EDGES = np.array([0.0, 0.17, 0.33, 0.47, 0.59, 0.70, 0.80])
+_SEAM_SHADE = np.where(
+    np.abs(np.interp(np.linspace(0, 1, 256), _TOOTH_EDGES, np.arange(7.0)) % 1.0 - 0.5) > 0.44,
+    0.86,
+    1.0,
+).astype(np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    """A feature's local frame: origin, unit axes (u along the feature, v perpendicular,
+    pointing down the face) and half-length in pixels."""
+
+    ox: float
+    oy: float
+    ux: float
+    uy: float
+    half: float
+
+    @staticmethod
+    def between(left: np.ndarray, right: np.ndarray) -> "_Frame":
+        dx, dy = float(right[0] - left[0]), float(right[1] - left[1])
+        length = max(float(np.hypot(dx, dy)), 1e-3)
+        return _Frame(
+            float(left[0] + right[0]) / 2,
+            float(left[1] + right[1]) / 2,
+            dx / length,
+            dy / length,
+            length / 2,
+        )
+
+    def local(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels -> (u in half-lengths, v in pixels); v's axis is (-uy, ux)."""
+        rx, ry = x - self.ox, y - self.oy
+        return (rx * self.ux + ry * self.uy) / self.half, ry * self.ux - rx * self.uy
+
+    def pixels(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        along = u * self.half
+        return self.ox + along * self.ux - v * self.uy, self.oy + along * self.uy + v * self.ux
+
+
+_PROFILE_SAMPLES = 512
+_PROFILE_GRID = np.linspace(-1.0, 1.0, _PROFILE_SAMPLES, dtype=np.float32)
+
+
+def _profile_tables(frame: _Frame, contours: list[np.ndarray]) -> np.ndarray:
+    """(n_contours, _PROFILE_SAMPLES): each contour's v at evenly spaced u in [-1, 1]."""
+    tables = []
+    for points in contours:
+        cu, cv = frame.local(points[:, 0], points[:, 1])
+        order = np.argsort(cu)
+        tables.append(np.interp(_PROFILE_GRID, cu[order], cv[order]))
+    return np.array(tables, np.float32)
+
+
+def _profile_index(u: np.ndarray) -> np.ndarray:
+    """Table column of each pixel's u (clipped to [-1, 1])."""
+    return np.rint((np.clip(u, -1.0, 1.0) + 1.0) * ((_PROFILE_SAMPLES - 1) / 2)).astype(np.intp)
+
+
+@dataclass(frozen=True, slots=True)
+class _SourceFeature:
+    """A mouth or an eye of the portrait: its frame and contour profiles."""
+
+    frame: _Frame
+    tables: np.ndarray  # (n_contours, _PROFILE_SAMPLES)
+    iris_radius: float = 0.0
+
+
+def _source_features(kp: np.ndarray) -> dict[str, _SourceFeature]:
+    mouth = _Frame.between(kp[MOUTH_CORNERS[0]], kp[MOUTH_CORNERS[1]])
+    features = {"mouth": _SourceFeature(mouth, _profile_tables(mouth, [kp[c] for c in _LIPS]))}
+    for name, upper, lower, iris in EYES:
+        frame = _Frame.between(kp[upper[0]], kp[upper[-1]])
+        radius = float(np.linalg.norm(kp[iris[1:], :2] - kp[iris[0], :2], axis=1).mean())
+        features[name] = _SourceFeature(
+            frame, _profile_tables(frame, [kp[upper], kp[lower]]), radius
+        )
+    return features
+
+
+_LIPS = (UPPER_OUTER_LIP, UPPER_INNER_LIP, LOWER_INNER_LIP, LOWER_OUTER_LIP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,58 +155,350 @@ class RenderSource:
     """What the renderer precomputes per avatar."""
 
     image: np.ndarray  # (512, 512, 3) uint8
-    kp_source_px: np.ndarray  # (478, 2) float32
+    clean: np.ndarray  # (512, 512, 3) uint8: the source with its irises painted out
+    kp_source_px: np.ndarray  # (478, 3) float32
     sigma_px: float
+    teeth_rgb: np.ndarray  # (3,) float32
+    shows_teeth: bool  # the portrait's own teeth can be reused
+    features: dict[str, _SourceFeature]
 
 
 class WarpRenderer:
     """Numpy/OpenCV CPU renderer. ``render`` is pure: same inputs, same bytes."""
 
     def __init__(self) -> None:
+        cell = FRAME_SIZE / GRID
+        # Cell centres of a grid one cell larger on every side: the base map is linear, so
+        # bilinear upsampling reproduces it exactly once the border cells are cropped away.
+        centres = (np.arange(-1, GRID + 1, dtype=np.float32) + 0.5) * cell - 0.5
+        gx, gy = np.meshgrid(centres, centres)
+        self._coarse_base = np.stack([gx, gy], axis=-1)
+        self._pad = int(cell)
         base = np.arange(FRAME_SIZE, dtype=np.float32)
         self._base_x, self._base_y = np.meshgrid(base, base)
 
     @staticmethod
     def prepare(image: np.ndarray, kp_source_px: np.ndarray) -> RenderSource:
-        """image: (512, 512, 3) uint8; kp_source_px: (478, >=2) pixels."""
-        kp = np.asarray(kp_source_px, dtype=np.float32)[:, :2]
-        face_size = float((kp.max(axis=0) - kp.min(axis=0)).max())
-        return RenderSource(np.ascontiguousarray(image), kp, SIGMA_FACE_FRACTION * face_size)
+        """image: (512, 512, 3) uint8; kp_source_px: (478, 3) pixels."""
+        image = np.ascontiguousarray(image)
+        kp = np.asarray(kp_source_px, dtype=np.float32)
+        face_size = float(np.ptp(kp[:, :2], axis=0).max())
+        irises = np.zeros(image.shape[:2], np.uint8)
+        opening = np.zeros_like(irises)
+        for _, upper, lower, iris in EYES:
+            radius = np.linalg.norm(kp[iris[1:], :2] - kp[iris[0], :2], axis=1).mean()
+            centre = tuple(int(c) for c in np.round(kp[iris[0], :2]))
+            cv2.circle(irises, centre, int(np.ceil(radius * 1.25)), 255, -1)
+            contour = np.concatenate([kp[upper, :2], kp[lower[::-1], :2]])
+            cv2.fillPoly(opening, [np.round(contour).astype(np.int32)], 255)
+        irises &= cv2.dilate(opening, np.ones((3, 3), np.uint8))
+        clean = cv2.inpaint(image, irises, 5, cv2.INPAINT_TELEA) if irises.any() else image
+        teeth = _teeth_colour(image, kp)
+        return RenderSource(
+            image=image,
+            clean=clean,
+            kp_source_px=kp,
+            sigma_px=SIGMA_FACE_FRACTION * face_size,
+            teeth_rgb=(DEFAULT_TEETH_RGB if teeth is None else teeth).astype(np.float32),
+            shows_teeth=teeth is not None,
+            features=_source_features(kp),
+        )
 
-    def flow(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray:
-        """Backward flow (512, 512, 2) float32: output pixel p samples the source at p + flow."""
-        driving = np.asarray(kp_driving_px, dtype=np.float32)[:, :2]
-        displacement = source.kp_source_px - driving
-        if not np.all(np.isfinite(displacement)):
-            raise ValueError("driving keypoints contain NaN or infinity")
-        # Normalized convolution: splat (weight, weight * displacement) at the driving points
-        # onto the coarse grid, blur both with the Gaussian kernel, divide.
+    def sample_map(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray:
+        """The global layer: (512, 512, 2) float32 source coordinates for every output pixel."""
+        driving = np.asarray(kp_driving_px, dtype=np.float32)[_GLOBAL, :2]
+        displacement = (source.kp_source_px[_GLOBAL, :2] - driving).astype(np.float64)
         cell = FRAME_SIZE / GRID
         pos = np.clip(driving / cell - 0.5, 0, GRID - 1.001)
         i0 = np.floor(pos).astype(np.int64)
-        frac = pos - i0
-        splat = np.zeros((GRID, GRID, 3), np.float32)
-        values = np.concatenate([np.ones((len(driving), 1), np.float32), displacement], axis=1)
-        for dy in (0, 1):
-            for dx in (0, 1):
-                w = (frac[:, 0] if dx else 1 - frac[:, 0]) * (frac[:, 1] if dy else 1 - frac[:, 1])
-                np.add.at(splat, (i0[:, 1] + dy, i0[:, 0] + dx), values * w[:, None])
+        fx, fy = (pos - i0).T.astype(np.float64)
+        # Bilinear footprint: every point touches its 4 neighbouring cells.
+        base = i0[:, 1] * GRID + i0[:, 0]
+        index = np.concatenate([base, base + 1, base + GRID, base + GRID + 1])
+        weights = np.concatenate([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
         sigma = source.sigma_px / cell
-        blurred = cv2.GaussianBlur(splat, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
+
+        def smooth(values: np.ndarray) -> np.ndarray:  # (n, c) at the points -> (GRID, GRID, c)
+            splat = (
+                np.stack(
+                    [
+                        np.bincount(index, np.tile(values[:, c], 4) * weights, GRID * GRID)
+                        for c in range(values.shape[1])
+                    ],
+                    axis=-1,
+                )
+                .astype(np.float32)
+                .reshape(GRID, GRID, -1)
+            )
+            out = cv2.GaussianBlur(splat, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
+            return out.reshape(GRID, GRID, -1)
+
+        def at_points(field: np.ndarray) -> np.ndarray:  # (GRID, GRID, 2) -> (n, 2)
+            flat = field.reshape(-1, 2)
+            return (flat[index].reshape(4, -1, 2) * weights.reshape(4, -1, 1)).sum(axis=0)
+
         peak = 1.0 / (2 * np.pi * sigma**2)  # a lone point's blurred weight at its centre
-        coarse = blurred[..., 1:] / (blurred[..., :1] + BACKGROUND_WEIGHT * peak)
-        return cv2.resize(coarse, (FRAME_SIZE, FRAME_SIZE), interpolation=cv2.INTER_LINEAR)
+        norm = smooth(np.ones((len(driving), 1))) + BACKGROUND_WEIGHT * peak
+        field = smooth(displacement) / norm
+        for _ in range(REFINEMENTS):  # fit the keypoints more closely than one smoothing does
+            field += smooth(displacement - at_points(field)) / norm
+        coarse = self._coarse_base.copy()
+        coarse[1:-1, 1:-1] += field
+        size = FRAME_SIZE + 2 * self._pad
+        full = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_LINEAR)
+        return np.ascontiguousarray(full[self._pad : -self._pad, self._pad : -self._pad])
 
     def render(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray:
         """kp_driving_px: (478, >=2) pixels -> (512, 512, 3) uint8 frame."""
-        driving = np.asarray(kp_driving_px, dtype=np.float32)[:, :2]
-        if np.abs(source.kp_source_px - driving).max() < 1e-3:
+        driving = np.asarray(kp_driving_px, dtype=np.float32)
+        if not np.all(np.isfinite(driving)):
+            raise ValueError("driving keypoints contain NaN or infinity")
+        if np.abs(source.kp_source_px[:, :2] - driving[:, :2]).max() < 1e-3:
             return source.image.copy()  # the rest pose: nothing moves, nothing to resample
-        flow = self.flow(source, driving)
-        return cv2.remap(
-            source.image,
-            self._base_x + flow[..., 0],
-            self._base_y + flow[..., 1],
-            interpolation=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_REPLICATE,
+        sample = self.sample_map(source, driving)
+        paint = [self._mouth(source, driving, sample)]
+        paint += [self._eye(source, driving, eye, sample) for eye in EYES]
+        frame = cv2.remap(
+            source.image, sample, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
+        for layer in paint:
+            if layer is not None:
+                (y0, _, x0, _), rgb, alpha = layer
+                rows, cols = np.nonzero(alpha)
+                a = alpha[rows, cols][:, None]
+                under = frame[rows + y0, cols + x0].astype(np.float32)
+                frame[rows + y0, cols + x0] = (under + a * (rgb[rows, cols] - under)).astype(
+                    np.uint8
+                )
+        return frame
+
+    # -- layers ------------------------------------------------------------------------------
+
+    def _roi(self, points: np.ndarray, margin: float):
+        """The box (even sides) around points, the full-resolution pixel grids in it, and the
+        half-resolution grid of its 2x2 block centres."""
+        x0 = max(int(points[:, 0].min() - margin), 0)
+        y0 = max(int(points[:, 1].min() - margin), 0)
+        x1 = min(int(points[:, 0].max() + margin) + 2, FRAME_SIZE)
+        y1 = min(int(points[:, 1].max() + margin) + 2, FRAME_SIZE)
+        x0, y0 = x0 - (x1 - x0) % 2, y0 - (y1 - y0) % 2
+        if x1 - x0 < 4 or y1 - y0 < 4 or x0 < 0 or y0 < 0:
+            return None
+        hx, hy = self._base_x[y0:y1:2, x0:x1:2] + 0.5, self._base_y[y0:y1:2, x0:x1:2] + 0.5
+        return (y0, y1, x0, x1), self._base_x[y0:y1, x0:x1], self._base_y[y0:y1, x0:x1], hx, hy
+
+    @staticmethod
+    def _upsample(box, *half: np.ndarray) -> list[np.ndarray]:
+        """Half-resolution fields -> full resolution (exact for fields linear in position)."""
+        y0, y1, x0, x1 = box
+        stacked = cv2.resize(
+            np.stack(half, axis=-1), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR
+        )
+        return [stacked[..., i] for i in range(len(half))]
+
+    @staticmethod
+    def _blend(sample: np.ndarray, box, weight, tx, ty) -> None:
+        y0, y1, x0, x1 = box
+        roi = sample[y0:y1, x0:x1]
+        roi[..., 0] += weight * (tx - roi[..., 0])
+        roi[..., 1] += weight * (ty - roi[..., 1])
+
+    def _mouth(self, source: RenderSource, driving: np.ndarray, sample: np.ndarray):
+        feature = source.features["mouth"]
+        f_src = feature.frame
+        f_drv = _Frame.between(driving[MOUTH_CORNERS[0]], driving[MOUTH_CORNERS[1]])
+        band = MOUTH_BAND * f_drv.half
+        found = self._roi(driving[UPPER_OUTER_LIP + LOWER_OUTER_LIP], band + 2)
+        if found is None:
+            return None
+        drv_tables = _profile_tables(f_drv, [driving[c] for c in _LIPS])
+        if (
+            np.abs(drv_tables - feature.tables * (f_drv.half / f_src.half)).max()
+            < REST_TOLERANCE_PX
+        ):
+            return None  # lips where they were in the mouth's frame: the global warp is exact
+        box, _, _, hx, hy = found
+        # The map, on the half-resolution grid: columns of the mouth frame, piecewise linear in v.
+        u, v = f_drv.local(hx, hy)
+        index = _profile_index(u)
+        ou_d, iu_d, il_d, ol_d = np.take(drv_tables, index, axis=1)
+        ou_s, iu_s, il_s, ol_s = np.take(feature.tables, index, axis=1)
+        # Keep the driving profile ordered (lips of at least a pixel, interior >= 0).
+        iu_d = np.maximum(iu_d, ou_d + 1)
+        il_d = np.maximum(il_d, iu_d)
+        ol_d = np.maximum(ol_d, il_d + 1)
+        top = np.minimum(ou_d, ou_s) - band
+        bottom = np.maximum(ol_d, ol_s) + band
+        v_src = bottom - (bottom - v) * (bottom - ol_s) / np.maximum(bottom - ol_d, 1e-3)
+        lower_lip = v < ol_d
+        v_src[lower_lip] = (il_s + (v - il_d) * (ol_s - il_s) / (ol_d - il_d))[lower_lip]
+        interior = v < il_d
+        v_src[interior] = iu_s[interior]  # painted over; sample the lip edge under it
+        upper_lip = v < iu_d
+        v_src[upper_lip] = (ou_s + (v - ou_d) * (iu_s - ou_s) / (iu_d - ou_d))[upper_lip]
+        above = v < ou_d
+        v_src[above] = (top + (v - top) * (ou_s - top) / np.maximum(ou_d - top, 1e-3))[above]
+        tx, ty = f_src.pixels(u, v_src)
+        # Full weight on the lips, fading to the global warp across the bands of skin.
+        inside_v = np.clip(np.minimum(v - top, bottom - v) / band, 0.0, 1.0)
+        inside_u = np.clip((1.08 - np.abs(u)) / 0.12, 0.0, 1.0)
+        tx, ty, weight, from_upper, from_lower, u, iu_s, il_s = self._upsample(
+            box, tx, ty, inside_v * inside_u, v - iu_d, il_d - v, u, iu_s, il_s
+        )
+        self._blend(sample, box, weight, tx, ty)
+
+        # The interior, painted at full resolution between the inner lips.
+        # +1: closed lips keep a thin dark seam, which also hides where the upsampled map
+        # jumps from the upper to the lower lip.
+        alpha = np.clip(np.minimum(from_upper, from_lower) + 1.0, 0.0, 1.0)
+        alpha *= np.clip((1.0 - np.abs(u)) * f_drv.half + 0.5, 0.0, 1.0)
+        inside = alpha > 0
+        if not inside.any():
+            return None
+        rgb = np.zeros(u.shape + (3,), np.float32)
+        fu, fl, ui = from_upper[inside], from_lower[inside], u[inside]
+        rgb[inside] = _mouth_interior(ui, fu, fl, fu + fl, f_drv.half, source.teeth_rgb)
+        if source.shows_teeth:
+            own = self._own_teeth(source, ui, fu, fl, iu_s[inside], il_s[inside], f_src, f_drv)
+            if own is not None:
+                use, colours = own
+                rows, cols = np.nonzero(inside)
+                rgb[rows[use], cols[use]] = colours
+        return box, rgb, alpha
+
+    @staticmethod
+    def _own_teeth(source, u, from_upper, from_lower, iu_s, il_s, f_src, f_drv):
+        """Where the portrait's own opening shows teeth at the same depth, their colours:
+        (which of the given interior pixels, (n, 3) colours), or None."""
+        scale = f_src.half / f_drv.half
+        depth_up, depth_down = iu_s + from_upper * scale, il_s - from_lower * scale
+        use_upper = (depth_up < il_s - 1.0) & (from_upper <= from_lower)
+        use_lower = (depth_down > iu_s + 1.0) & ~use_upper & (from_lower < from_upper)
+        use = use_upper | use_lower
+        if not use.any():
+            return None
+        depth = np.where(use_upper, depth_up, depth_down)[use]
+        sx, sy = f_src.pixels(u[use], depth)
+        colours = cv2.remap(
+            source.image,
+            sx.astype(np.float32)[None],
+            sy.astype(np.float32)[None],
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )[0]
+        return use, colours.astype(np.float32)
+
+    def _eye(self, source: RenderSource, driving: np.ndarray, eye, sample: np.ndarray):
+        name, upper, lower, iris = eye
+        feature = source.features[name]
+        f_src = feature.frame
+        f_drv = _Frame.between(driving[upper[0]], driving[upper[-1]])
+        lid_band, lower_band = LID_BAND * f_drv.half, LOWER_LID_BAND * f_drv.half
+        found = self._roi(np.concatenate([driving[upper], driving[lower]]), lid_band + 2)
+        if found is None:
+            return None
+        drv_tables = _profile_tables(f_drv, [driving[upper], driving[lower]])
+        centre_d, centre_s = driving[iris[0], :2], source.kp_source_px[iris[0], :2]
+        cu_d, cv_d = f_drv.local(centre_d[0], centre_d[1])
+        cu_s, cv_s = f_src.local(centre_s[0], centre_s[1])
+        scale = f_drv.half / f_src.half
+        at_rest = (
+            np.abs(drv_tables - feature.tables * scale).max() < REST_TOLERANCE_PX
+            and abs(cu_d - cu_s) * f_drv.half < REST_TOLERANCE_PX
+            and abs(cv_d - cv_s * scale) < REST_TOLERANCE_PX
+        )
+        if at_rest:  # lids and iris where they were in the eye: the global warp is exact
+            return None
+        # Full resolution here: the lids meet in a sharp seam that upsampling would blur
+        # into the eyeball, and an eye is small enough for it to cost little.
+        box, x, y, _, _ = found
+        u, v = f_drv.local(x, y)
+        index = _profile_index(u)
+        up_d, lo_d = np.take(drv_tables, index, axis=1)
+        up_s, lo_s = np.take(feature.tables, index, axis=1)
+        lo_d = np.maximum(lo_d, up_d)
+        top = np.minimum(up_d, up_s) - lid_band
+        bottom = np.maximum(lo_d, lo_s) + lower_band
+        lash = LASH_WIDTH * f_drv.half
+        v_src = bottom - (bottom - v) * (bottom - lo_s) / np.maximum(bottom - lo_d, 1e-3)
+        eyeball = v <= lo_d
+        # The eyeball does not move with the lids: it keeps its place in the eye's frame.
+        v_src[eyeball] = np.clip(v, up_s + 0.5, np.maximum(lo_s - 0.5, up_s + 0.5))[eyeball]
+        lid = v < up_d
+        # The lid's lash line slides down unstretched; the skin above it stretches.
+        v_src[lid] = (v - up_d + up_s)[lid]
+        skin = v < up_d - lash
+        stretch = (up_s - lash - top) / np.maximum(up_d - lash - top, 1e-3)
+        v_src[skin] = (top + (v - top) * stretch)[skin]
+        tx, ty = f_src.pixels(u, v_src)
+        inside_v = np.clip(np.minimum((v - top) / lid_band, (bottom - v) / lower_band), 0.0, 1.0)
+        inside_u = np.clip((1.15 - np.abs(u)) / 0.15, 0.0, 1.0)
+        self._blend(sample, box, inside_v * inside_u, tx, ty)
+        from_upper, from_lower = v - up_d, lo_d - v
+        within = np.abs(u) <= 1
+
+        iris_moved = (
+            abs(cu_d - cu_s) * f_drv.half >= REST_TOLERANCE_PX
+            or abs(cv_d - cv_s * scale) >= REST_TOLERANCE_PX
+        )
+        opening = np.clip(np.minimum(from_upper, from_lower) + 0.5, 0.0, 1.0) * within
+        if iris_moved and opening.any():
+            # Paint the opening: the iris-free eyeball, with the iris at its driving position.
+            radius = feature.iris_radius * scale
+            iris_alpha = np.clip(radius + 0.5 - np.hypot(x - centre_d[0], y - centre_d[1]), 0, 1)
+            ball = cv2.remap(
+                source.clean,
+                tx.astype(np.float32),
+                ty.astype(np.float32),
+                cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REPLICATE,
+            ).astype(np.float32)
+            if iris_alpha.any():
+                ix, iy = f_src.pixels(u - cu_d + cu_s, v - cv_d + cv_s)
+                pupil = cv2.remap(
+                    source.image,
+                    ix.astype(np.float32),
+                    iy.astype(np.float32),
+                    cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE,
+                )
+                ball += iris_alpha[..., None] * (pupil.astype(np.float32) - ball)
+            return box, ball, opening
+        return None
+
+
+def _teeth_colour(image: np.ndarray, kp: np.ndarray) -> np.ndarray | None:
+    """The portrait's own teeth colour where its mouth shows teeth, else None."""
+    contour = np.concatenate([kp[UPPER_INNER_LIP, :2], kp[LOWER_INNER_LIP[::-1], :2]])
+    mask = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(contour).astype(np.int32)], 255)
+    mask = cv2.erode(mask, np.ones((3, 3), np.uint8))
+    pixels = image[mask > 0].astype(np.float64)
+    if len(pixels) >= 30:
+        brightness = pixels.mean(axis=1)
+        bright = pixels[brightness > np.percentile(brightness, 60)]
+        if bright.mean() > 120 and np.ptp(bright.mean(axis=0)) < 60:
+            return bright.mean(axis=0)
+    return None
+
+
+def _mouth_interior(u, from_upper, from_lower, opening, half, teeth_rgb) -> np.ndarray:
+    """(n, 3) float32 colours of mouth-interior pixels: upper teeth below the upper lip, lower
+    teeth above the lower lip, a dark cavity between, shaded toward the corners and the back.
+    All arguments are (n,) per pixel but ``half`` and ``teeth_rgb``."""
+    au = np.abs(u)
+    corner_shade = np.clip(1.0 - 0.45 * au * au, 0.3, 1.0)
+    upper_height = np.minimum(0.3 * half, 0.8 * opening)
+    lower_height = np.minimum(0.22 * half, 0.3 * opening)
+    upper = (from_upper < upper_height) & (au < 0.8)
+    lower = (from_lower < lower_height) & (au < 0.62) & ~upper
+    # Tooth boundaries: a faint seam every tooth width, widest at the centre.
+    shade = corner_shade * np.take(_SEAM_SHADE, np.minimum((au * 255).astype(np.intp), 255))
+    shade_up = shade * (1.0 - 0.12 * np.clip(from_upper / np.maximum(upper_height, 1), 0, 1))
+    shade_lo = shade * (0.9 - 0.15 * np.clip(from_lower / np.maximum(lower_height, 1), 0, 1))
+    depth = np.clip(np.minimum(from_upper, from_lower) / np.maximum(0.5 * opening, 1), 0, 1)
+    shade_cavity = corner_shade * (1.0 - 0.5 * depth)
+    rgb = (CAVITY_RGB * shade_cavity[:, None]).astype(np.float32)
+    rgb[upper] = teeth_rgb * shade_up[upper][:, None]
+    rgb[lower] = teeth_rgb * shade_lo[lower][:, None]
+    return rgb

@@ -1,0 +1,104 @@
+"""Renderer speed on one core: ms per 512x512 frame across a realistic command sweep.
+
+    python benchmarks/renderer.py [--frames 300] [--portrait astronaut]
+
+Pins itself to one CPU and OpenCV to one thread, renders a sweep of mouth openings, blinks,
+gaze shifts and head rotations (every layer active), and writes
+benchmarks/results/renderer.json with percentiles and a per-layer breakdown.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from spacelive.engine import DEFAULT_PORTRAIT
+from spacelive.face import FaceAnalyzer
+from spacelive.renderer import EYES, WarpRenderer
+from spacelive.rig import FaceCommand, FaceRig
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def sweep(frames: int) -> list[FaceCommand]:
+    t = np.arange(frames) / 30
+    return [
+        FaceCommand(
+            mouth_open=float(0.25 + 0.25 * np.sin(2 * np.pi * 3 * ti)),
+            blink=float(max(0.0, np.sin(2 * np.pi * 0.5 * ti)) ** 8),
+            gaze=(
+                float(0.4 * np.sin(2 * np.pi * 0.3 * ti)),
+                float(0.2 * np.cos(2 * np.pi * 0.2 * ti)),
+            ),
+            yaw=float(np.radians(15) * np.sin(2 * np.pi * 0.25 * ti)),
+            pitch=float(np.radians(8) * np.sin(2 * np.pi * 0.4 * ti)),
+            roll=float(np.radians(6) * np.sin(2 * np.pi * 0.15 * ti)),
+        )
+        for ti in t
+    ]
+
+
+def timed(fn, repeats: int) -> np.ndarray:
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(1000 * (time.perf_counter() - t0))
+    return np.array(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--portrait", default=str(DEFAULT_PORTRAIT))
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    cv2.setNumThreads(1)
+
+    avatar = FaceAnalyzer().analyze(Path(args.portrait).read_bytes())
+    rig, renderer = FaceRig(avatar.mesh_px, avatar.pose), WarpRenderer()
+    source = renderer.prepare(avatar.image, avatar.mesh_px)
+    driving = [rig.apply(c) for c in sweep(args.frames)]
+    for kp in driving[:20]:
+        renderer.render(source, kp)
+    per_frame = []
+    for kp in driving:
+        t0 = time.perf_counter()
+        renderer.render(source, kp)
+        per_frame.append(1000 * (time.perf_counter() - t0))
+    per_frame = np.array(per_frame)
+    kp = driving[len(driving) // 3]
+    sample = renderer.sample_map(source, kp)
+    layers = {
+        "global_flow": timed(lambda: renderer.sample_map(source, kp), 100),
+        "mouth": timed(lambda: renderer._mouth(source, kp, sample.copy()), 100),
+        "eyes": timed(lambda: [renderer._eye(source, kp, e, sample.copy()) for e in EYES], 100),
+        "remap": timed(lambda: cv2.remap(source.image, sample, None, cv2.INTER_LINEAR), 100),
+    }
+    result = {
+        "benchmark": "renderer",
+        "cpus_used": 1,
+        "opencv_threads": cv2.getNumThreads(),
+        "frames": args.frames,
+        "ms_per_frame": {
+            "mean": float(per_frame.mean()),
+            "p50": float(np.percentile(per_frame, 50)),
+            "p95": float(np.percentile(per_frame, 95)),
+            "max": float(per_frame.max()),
+        },
+        "layer_ms_p50": {name: float(np.median(v)) for name, v in layers.items()},
+        "target_ms": 5.0,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "renderer.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Head-pose fitting against a generic 3D face model.
+
+The 2D landmarks of a face are matched by a rotated, scaled and shifted generic 3D face
+(weak perspective): only the image-plane positions are used, never the detector's depth
+guesses, so the pose is right also on frames where shading does not agree with geometry.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import least_squares
+
+MODEL_PATH = Path(__file__).resolve().parent / "assets" / "face_model.npy"
+
+# Mesh points that expressions barely move: forehead, nose, eye corners, temples, cheekbones.
+# fmt: off
+RIGID_POINTS = np.array([
+    10, 151, 9, 8, 108, 337, 67, 297, 109, 338, 21, 251, 54, 284, 103, 332,
+    168, 6, 197, 195, 5, 4, 1, 2, 98, 327, 64, 294, 48, 278, 115, 344,
+    33, 133, 362, 263, 130, 359, 243, 463,
+    127, 356, 234, 454, 93, 323, 116, 345, 123, 352, 50, 280, 36, 266, 101, 330,
+])
+# fmt: on
+
+
+@lru_cache(maxsize=1)
+def face_model() -> np.ndarray:
+    """(478, 3) float64 generic frontal mesh (normalized: ears 2 apart, x right, y down)."""
+    return np.load(MODEL_PATH).astype(np.float64)
+
+
+def mirror_permutation(frontal: np.ndarray) -> np.ndarray:
+    """For each point of a frontal, roughly symmetric mesh, the index of its mirror image."""
+    mirrored = frontal * np.array([-1.0, 1.0, 1.0])
+    d = ((frontal[:, None, :] - mirrored[None, :, :]) ** 2).sum(axis=-1)
+    return d.argmin(axis=0)
+
+
+def fit_rotation(points_xy: np.ndarray, initial: np.ndarray) -> np.ndarray:
+    """Rotation (3, 3) of the face model that best explains 2D landmarks.
+
+    points_xy: (478, 2) image-plane positions (any unit); initial: a starting rotation.
+    Columns of the result are the face's x, y, z axes in image coordinates.
+    """
+    from spacelive.face import angles_from_rotation, rotation_from_angles
+
+    model = face_model()[RIGID_POINTS]
+    target = points_xy[RIGID_POINTS].astype(np.float64)
+    centred = target - target.mean(axis=0)
+    model_centred = model - model.mean(axis=0)
+
+    def residuals(params: np.ndarray) -> np.ndarray:
+        rotation = rotation_from_angles(*params[:3])
+        projected = params[3] * model_centred @ rotation.T
+        return (projected[:, :2] - centred).ravel()
+
+    scale0 = np.sqrt((centred**2).sum() / (model_centred[:, :2] ** 2).sum())
+    x0 = np.concatenate([angles_from_rotation(initial), [scale0]])
+    fitted = least_squares(residuals, x0, method="lm", x_scale="jac")
+    return rotation_from_angles(*fitted.x[:3])

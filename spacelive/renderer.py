@@ -53,7 +53,7 @@ REST_TOLERANCE_PX = 0.25
 frame, is at rest: the global warp renders it exactly and its layer is skipped."""
 MOUTH_BAND = 0.25
 """Skin above and below the lips that the mouth layer re-maps, in mouth half-widths."""
-LID_BAND, LOWER_LID_BAND = 0.65, 0.35
+LID_BAND, LOWER_LID_BAND = 1.2, 0.35
 """Skin above and below the eye opening that the eye layer re-maps, in eye half-widths."""
 LASH_WIDTH = 0.1
 """The upper lid's lash line, kept unstretched as the lid closes, in eye half-widths."""
@@ -420,15 +420,16 @@ class WarpRenderer:
         top = np.minimum(up_d, up_s) - lid_band
         bottom = np.maximum(lo_d, lo_s) + lower_band
         lash = LASH_WIDTH * f_drv.half
-        v_src = bottom - (bottom - v) * (bottom - lo_s) / np.maximum(bottom - lo_d, 1e-3)
+        # Lid edges map a pixel inside the source lids, so a closed eye shows no sclera seam.
+        v_src = bottom - (bottom - v) * (bottom - lo_s - 1) / np.maximum(bottom - lo_d, 1e-3)
         eyeball = v <= lo_d
         # The eyeball does not move with the lids: it keeps its place in the eye's frame.
         v_src[eyeball] = np.clip(v, up_s + 0.5, np.maximum(lo_s - 0.5, up_s + 0.5))[eyeball]
         lid = v < up_d
         # The lid's lash line slides down unstretched; the skin above it stretches.
-        v_src[lid] = (v - up_d + up_s)[lid]
+        v_src[lid] = (v - up_d + up_s - 1)[lid]
         skin = v < up_d - lash
-        stretch = (up_s - lash - top) / np.maximum(up_d - lash - top, 1e-3)
+        stretch = (up_s - 1 - lash - top) / np.maximum(up_d - lash - top, 1e-3)
         v_src[skin] = (top + (v - top) * stretch)[skin]
         tx, ty = f_src.pixels(u, v_src)
         inside_v = np.clip(np.minimum((v - top) / lid_band, (bottom - v) / lower_band), 0.0, 1.0)

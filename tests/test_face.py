@@ -113,3 +113,28 @@ def test_tiny_image_is_refused():
     with pytest.raises(PortraitError) as info:
         decode_portrait(png_bytes(np.zeros((20, 20, 3), np.uint8)))
     assert info.value.code == "portrait_too_small"
+
+
+@pytest.mark.parametrize("face_fraction", [0.15, 0.8])
+def test_small_and_large_faces_are_framed_the_same(analyzer, face_fraction):
+    """A face spanning 15% or 80% of the photo's width ends up framed like any other."""
+    import io
+
+    from PIL import Image
+
+    photo = np.asarray(Image.open(io.BytesIO(portrait_bytes("astronaut"))).convert("RGB"))
+    reference = analyzer.analyze(portrait_bytes("astronaut"))
+    # The astronaut's face spans about 35% of her photo's 512 px.
+    width = np.ptp(analyzer.mesh(photo)[:, 0])
+    scale = face_fraction * 512 / width
+    resized = np.asarray(Image.fromarray(photo).resize((int(512 * scale),) * 2))
+    canvas = np.full((512, 512, 3), 200, np.uint8)
+    if resized.shape[0] <= 512:
+        offset = (512 - resized.shape[0]) // 2
+        canvas[offset : offset + resized.shape[0], offset : offset + resized.shape[1]] = resized
+    else:  # crop around the face
+        centre = (analyzer.mesh(photo)[:, :2].mean(axis=0) * scale).astype(int)
+        x0, y0 = np.clip(centre - 256, 0, resized.shape[0] - 512)
+        canvas = resized[y0 : y0 + 512, x0 : x0 + 512]
+    avatar = analyzer.analyze(png_bytes(np.ascontiguousarray(canvas)))
+    assert np.ptp(avatar.mesh_px[:, 0]) == pytest.approx(np.ptp(reference.mesh_px[:, 0]), rel=0.1)

@@ -43,11 +43,13 @@ def test_gaze_moves_the_irises_that_way(checkers, name):
 
 def test_blink_closes_the_eyes(checkers):
     result = checkers["astronaut"].blink()
-    assert result.figures["closed_fraction"] < 0.5, result.figures
+    assert result.passed, result.figures
+    assert checkers["grace_hopper"].blink().figures["closed_fraction"] < 0.8
 
 
-def test_yaw_and_roll_track_the_command(checkers):
-    figures = checkers["astronaut"].pose().figures
+@pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
+def test_yaw_and_roll_track_the_command(checkers, name):
+    figures = checkers[name].pose().figures
     assert figures["yaw_rms_deg"] <= 3.0 and figures["roll_rms_deg"] <= 3.0, figures
 
 

@@ -28,6 +28,29 @@ PY
   "$VENV/bin/python" -m pip install -q --upgrade pip
 }
 
+ensure_speech_tools() {
+  # Speech synthesis with exact phoneme timing (training corpus, teacher tests): espeak-ng,
+  # flite, and mbrola with its voices from Debian's contrib and non-free components.
+  local voices="mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 mbrola-de1 mbrola-fr1 mbrola-es1"
+  if command -v espeak-ng >/dev/null && command -v mbrola >/dev/null \
+     && command -v flite >/dev/null && [ -d /usr/share/mbrola/us3 ]; then
+    return
+  fi
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "warning: espeak-ng, mbrola (+ voices) and flite are missing; tests that need them skip" >&2
+    return
+  fi
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    sed -i '/^Components:/{/contrib/!s/$/ contrib non-free/}' /etc/apt/sources.list.d/debian.sources
+  fi
+  if [ -f /etc/apt/sources.list ]; then
+    sed -i '/^deb .*debian/{/contrib/!s/ main/ main contrib non-free/}' /etc/apt/sources.list
+  fi
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng mbrola $voices flite >/dev/null
+}
+
 install() {  # $1: extras, e.g. "" or "train,dev"
   local spec="."
   [ -n "$1" ] && spec=".[$1]"
@@ -46,6 +69,7 @@ case "$command" in
     exec "$VENV/bin/spacelive" serve "$@"
     ;;
   test)
+    ensure_speech_tools
     ensure_venv
     install "train,dev"
     "$VENV/bin/ruff" check .

@@ -115,6 +115,66 @@ def _cmd_eval_render(args) -> int:
     return 0 if report["passed"] else 1
 
 
+def _cmd_data_synth(args) -> int:
+    from spacelive.training.corpus import synthesize_corpus
+
+    out = Path(args.out)
+    summary = synthesize_corpus(out, args.hours, args.seed, args.shard_minutes)
+    summary["recipe"] = (
+        "espeak-ng -> mbrola (all voices but us3) and flite (kal16, awb, rms); Debian word "
+        "lists; tempo/pitch 0.8-1.25 via .pho; 1-3 sentences with 0.1-1 s gaps; EQ, reverb, "
+        "noise, loudness"
+    )
+    (out / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_teach(args) -> int:
+    import numpy as np
+
+    from spacelive.engine import DEFAULT_PORTRAIT
+    from spacelive.face import FaceAnalyzer
+    from spacelive.training.alignment import read_alignment
+    from spacelive.training.teacher import articulation, landmark_targets
+
+    phones = read_alignment(Path(args.alignment), args.format)
+    if not phones:
+        raise SystemExit(f"{args.alignment} holds no phones")
+    identity = FaceAnalyzer().analyze(Path(args.identity or DEFAULT_PORTRAIT).read_bytes())
+    emotion = _emotion_vector(args.emotion)
+    landmarks = landmark_targets(phones, identity.landmarks0, emotion)
+    np.savez_compressed(
+        args.output,
+        landmarks=landmarks,
+        articulation=articulation(phones).values.astype(np.float32),
+        emotion=np.asarray(emotion, np.float32),
+        phonemes=np.array([p.phoneme for p in phones]),
+        starts=np.array([p.start_s for p in phones]),
+        ends=np.array([p.end_s for p in phones]),
+        frame_rate=30,
+    )
+    print(json.dumps({"frames": len(landmarks), "phones": len(phones), "output": args.output}))
+    return 0
+
+
+def _emotion_vector(text: str | None) -> list[float]:
+    """'happy=0.7,surprised=0.3' -> the 8 intensities (validated like the wire format)."""
+    from spacelive.server.protocol import Controls
+
+    pairs = {}
+    for item in filter(None, (text or "").split(",")):
+        name, _, value = item.partition("=")
+        try:
+            pairs[name.strip()] = float(value or 1.0)
+        except ValueError:
+            raise SystemExit(f"--emotion: {item!r} is not name=intensity") from None
+    try:
+        return Controls(emotion=pairs).emotion_vector()
+    except ValueError as exc:
+        raise SystemExit(f"--emotion: {exc}") from None
+
+
 def _cmd_export(args) -> int:
     from spacelive.export.stages import build_stages, export_stages, randomize, zero
 
@@ -171,6 +231,23 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--contact-sheet", help="also write a PNG grid of frames across the clip")
     engine_options(render)
     render.set_defaults(run=_cmd_render)
+
+    data = sub.add_parser("data", help="training data")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    synth = data_sub.add_parser("synth", help="synthesize the speech corpus (training voices only)")
+    synth.add_argument("--hours", type=float, required=True)
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--shard-minutes", type=float, default=10.0)
+    synth.set_defaults(run=_cmd_data_synth)
+
+    teach = sub.add_parser("teach", help="phoneme alignment -> per-frame landmark targets")
+    teach.add_argument("--alignment", required=True)
+    teach.add_argument("--format", required=True, choices=["pho", "flite", "tsv"])
+    teach.add_argument("-o", "--output", required=True, help="targets .npz")
+    teach.add_argument("--identity", help="portrait whose face shape to use (default: bundled)")
+    teach.add_argument("--emotion", help="e.g. happy=0.7,surprised=0.3")
+    teach.set_defaults(run=_cmd_teach)
 
     evaluation = sub.add_parser("eval", help="objective evaluations")
     eval_sub = evaluation.add_subparsers(dest="evaluation", required=True)

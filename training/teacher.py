@@ -1,0 +1,178 @@
+"""The face-motion teacher: phoneme timing -> per-frame normalized landmarks (T, 110, 3).
+
+Phones map to visemes, each a target for a few articulatory parameters (jaw opening, lip
+spread, protrusion, bilabial closure, labiodental contact). Coarticulation follows the
+Cohen-Massaro dominance model: every phone exerts a dominance that peaks at its centre and
+decays with distance, so lips anticipate the next phone and carry over the last; phones that
+must be reached (p, b, m closure, f/v contact) dominate strongly and narrowly. The parameter
+tracks then deform the identity's normalized landmarks.
+
+Frame k samples the tracks at time k / 30 s, like the server's frame clock.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from spacelive import FRAME_RATE
+from spacelive.landmarks import EMOTIONS, SPARSE_POINTS
+from spacelive.training.alignment import Phone
+
+PARAMETERS = ("open", "spread", "protrude", "closure", "labiodental")
+
+# Viseme targets: (open, spread, protrude, closure, labiodental, dominance strength).
+# fmt: off
+VISEMES = {
+    "SIL": (0.0, 0.0, 0.0, 0.6, 0.0, 0.6),
+    "P": (0.0, 0.0, 0.0, 1.0, 0.0, 4.0), "B": (0.0, 0.0, 0.0, 1.0, 0.0, 4.0),
+    "M": (0.0, 0.0, 0.0, 1.0, 0.0, 4.0),
+    "F": (0.08, 0.1, 0.0, 0.0, 1.0, 3.0), "V": (0.08, 0.1, 0.0, 0.0, 1.0, 3.0),
+    "TH": (0.2, 0.1, 0.0, 0.0, 0.0, 1.0), "DH": (0.18, 0.1, 0.0, 0.0, 0.0, 1.0),
+    "T": (0.15, 0.2, 0.0, 0.0, 0.0, 0.8), "D": (0.15, 0.2, 0.0, 0.0, 0.0, 0.8),
+    "DX": (0.2, 0.1, 0.0, 0.0, 0.0, 0.5), "N": (0.12, 0.15, 0.0, 0.0, 0.0, 0.8),
+    "L": (0.22, 0.1, 0.0, 0.0, 0.0, 0.7), "S": (0.1, 0.35, 0.0, 0.0, 0.0, 1.2),
+    "Z": (0.1, 0.35, 0.0, 0.0, 0.0, 1.2), "SH": (0.15, -0.3, 0.7, 0.0, 0.0, 1.5),
+    "ZH": (0.15, -0.3, 0.7, 0.0, 0.0, 1.5), "CH": (0.15, -0.3, 0.7, 0.0, 0.0, 1.5),
+    "JH": (0.15, -0.3, 0.7, 0.0, 0.0, 1.5), "K": (0.25, 0.1, 0.0, 0.0, 0.0, 0.5),
+    "G": (0.25, 0.1, 0.0, 0.0, 0.0, 0.5), "NG": (0.2, 0.1, 0.0, 0.0, 0.0, 0.5),
+    "HH": (0.3, 0.0, 0.0, 0.0, 0.0, 0.2), "Y": (0.15, 0.4, 0.0, 0.0, 0.0, 0.8),
+    "R": (0.18, -0.35, 0.45, 0.0, 0.0, 1.0), "W": (0.1, -0.8, 0.9, 0.0, 0.0, 2.0),
+    "AA": (0.9, 0.05, 0.0, 0.0, 0.0, 1.0), "AE": (0.75, 0.45, 0.0, 0.0, 0.0, 1.0),
+    "AH": (0.6, 0.1, 0.0, 0.0, 0.0, 0.9), "AO": (0.7, -0.4, 0.4, 0.0, 0.0, 1.0),
+    "AW": (0.75, -0.2, 0.3, 0.0, 0.0, 1.0), "AY": (0.8, 0.3, 0.0, 0.0, 0.0, 1.0),
+    "EH": (0.5, 0.4, 0.0, 0.0, 0.0, 0.9), "ER": (0.3, -0.3, 0.4, 0.0, 0.0, 0.9),
+    "EY": (0.42, 0.5, 0.0, 0.0, 0.0, 0.9), "IH": (0.3, 0.5, 0.0, 0.0, 0.0, 0.8),
+    "IY": (0.2, 0.7, 0.0, 0.0, 0.0, 0.9), "OW": (0.5, -0.6, 0.6, 0.0, 0.0, 1.0),
+    "OY": (0.5, -0.5, 0.5, 0.0, 0.0, 1.0), "UH": (0.35, -0.5, 0.5, 0.0, 0.0, 0.9),
+    "UW": (0.2, -0.8, 0.9, 0.0, 0.0, 1.2), "AX": (0.35, 0.1, 0.0, 0.0, 0.0, 0.5),
+}
+# fmt: on
+
+# Landmark groups (iBUG-68 indices).
+_JAW = list(range(3, 14))
+_CHIN_WEIGHTS = np.interp(np.arange(3, 14), [3, 8, 13], [0.25, 1.0, 0.25])
+_UPPER_OUTER, _LOWER_OUTER = [49, 50, 51, 52, 53], [59, 58, 57, 56, 55]  # left to right
+_UPPER_INNER, _LOWER_INNER = [61, 62, 63], [67, 66, 65]
+_CORNERS = [48, 54, 60, 64]
+_LIPS = list(range(48, 68))
+
+# Units: normalized landmarks, ears 2 apart (a mouth is about 0.75 wide).
+JAW_DROP = 0.32
+SPREAD = 0.06
+PROTRUSION = 0.12
+DECAY_PER_S = 90.0
+# Relative decay rate per parameter: rounding and spreading are anticipated furthest.
+_PARAMETER_REACH = np.array([1.0, 0.45, 0.45, 1.0, 1.0])
+# How much a phone's lip shape (spread, protrusion) matters to it, relative to its jaw.
+_LIP_CARE = {
+    p: 0.15 for p in ("T", "D", "N", "L", "S", "Z", "K", "G", "NG", "HH", "DX", "TH", "DH", "Y")
+}
+"""Dominance decay rate outside a phone, per second, times sqrt(strength)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tracks:
+    """Articulatory parameter tracks: values (T, 5) in PARAMETERS order at 30 fps."""
+
+    values: np.ndarray
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.values[:, PARAMETERS.index(name)]
+
+
+def frame_times(duration_s: float) -> np.ndarray:
+    frames = int(np.ceil(round(duration_s * FRAME_RATE, 9)))
+    return np.arange(frames) / FRAME_RATE
+
+
+def articulation(phones: list[Phone], duration_s: float | None = None) -> Tracks:
+    """Dominance-blended viseme parameters at every frame time."""
+    duration_s = phones[-1].end_s if duration_s is None else duration_s
+    t = frame_times(duration_s)
+    if not phones:
+        return Tracks(np.zeros((len(t), len(PARAMETERS))))
+    targets = np.array([VISEMES[p.phoneme][:5] for p in phones])  # (n, 5)
+    strength = np.array([VISEMES[p.phoneme][5] for p in phones])[:, None] * np.array(
+        [[_LIP_CARE.get(p.phoneme, 1.0) if k in (1, 2) else 1.0 for k in range(5)] for p in phones]
+    )  # (n, 5): tongue consonants barely care how round the lips are
+    centre = np.array([(p.start_s + p.end_s) / 2 for p in phones])
+    half = np.array([(p.end_s - p.start_s) / 2 for p in phones])
+    # Full dominance inside the phone, then exponential decay outside it; strong phones decay
+    # faster (they are reached and left crisply) and weigh more. Lip rounding spreads further.
+    outside = np.maximum(np.abs(t[:, None] - centre[None, :]) - half[None, :], 0.0)  # (T, n)
+    rate = DECAY_PER_S * np.sqrt(strength) * _PARAMETER_REACH[None, :]  # (n, 5)
+    dominance = strength[None] * np.exp(-rate[None] * outside[..., None])  # (T, n, 5)
+    values = (dominance * targets[None]).sum(axis=1) / np.maximum(dominance.sum(axis=1), 1e-9)
+    return Tracks(values)
+
+
+def emotion_offsets(emotion: np.ndarray) -> np.ndarray:
+    """(110, 3) landmark offsets of a blend of the 8 MEAD emotions (intensities in [0, 1])."""
+    e = dict(zip(EMOTIONS, np.asarray(emotion, np.float64), strict=True))
+    d = np.zeros((SPARSE_POINTS, 3))
+    brows_r, brows_l = list(range(17, 22)), list(range(22, 27))
+    inner_brows = [20, 21, 22, 23]
+    d[[48, 60], 1] += -0.05 * e["happy"] + 0.045 * e["sad"] - 0.03 * e["contemptuous"]
+    d[[54, 64], 1] += -0.05 * e["happy"] + 0.045 * e["sad"]
+    d[[48, 60], 0] += -0.03 * e["happy"] - 0.02 * e["fearful"]
+    d[[54, 64], 0] += 0.03 * e["happy"] + 0.02 * e["fearful"]
+    d[brows_r + brows_l, 1] += -0.08 * e["surprised"] - 0.03 * e["fearful"] + 0.05 * e["angry"]
+    d[inner_brows, 1] += -0.04 * e["sad"] - 0.03 * e["fearful"] + 0.03 * e["disgusted"]
+    d[[20, 21], 0] += 0.02 * e["angry"]
+    d[[22, 23], 0] -= 0.02 * e["angry"]
+    d[_UPPER_OUTER + _UPPER_INNER, 1] += -0.03 * e["disgusted"]
+    d[_JAW + _LOWER_OUTER + _LOWER_INNER, 1] += 0.06 * e["surprised"]
+    return d
+
+
+def closed_mouth(identity: np.ndarray) -> np.ndarray:
+    """The identity with its lips closed (a portrait may smile with its teeth showing):
+    the lower lip and jaw rise until the inner lips meet."""
+    rest = np.asarray(identity, np.float64).copy()
+    gap = float(np.mean(rest[_LOWER_INNER, 1] - rest[_UPPER_INNER, 1]))
+    if gap > 0:
+        rest[_LOWER_INNER + _LOWER_OUTER, 1] -= gap
+        rest[_JAW, 1] -= gap * _CHIN_WEIGHTS
+        rest[[60, 64], 1] -= 0.5 * gap
+    return rest
+
+
+def landmark_targets(
+    phones: list[Phone],
+    identity: np.ndarray,
+    emotion: np.ndarray | None = None,
+    duration_s: float | None = None,
+) -> np.ndarray:
+    """Per-frame normalized landmarks (T, 110, 3) for a speaker with rest landmarks
+    ``identity`` (110, 3), speaking ``phones`` with an ``emotion`` (8,) held throughout."""
+    tracks = articulation(phones, duration_s)
+    rest = closed_mouth(identity)
+    frames = np.repeat(rest[None], len(tracks.values), axis=0)
+    if emotion is not None:
+        frames += emotion_offsets(emotion)[None]
+    jaw = JAW_DROP * tracks["open"] * (1 - tracks["closure"]) * (1 - 0.7 * tracks["labiodental"])
+    # Jaw opening: chin and lower lip drop, the upper lip lifts a little.
+    frames[:, _JAW, 1] += jaw[:, None] * _CHIN_WEIGHTS[None]
+    frames[:, _LOWER_OUTER + _LOWER_INNER, 1] += jaw[:, None]
+    frames[:, [57, 66], 1] += 0.1 * jaw[:, None]  # the lower lip's centre drops most
+    frames[:, _UPPER_INNER + _UPPER_OUTER, 1] -= 0.1 * jaw[:, None]
+    frames[:, _CORNERS, 1] += 0.4 * jaw[:, None]
+    # Spread and rounding: corners out or in; rounding pushes the lips forward.
+    spread = SPREAD * tracks["spread"] - 0.5 * SPREAD * tracks["protrude"]
+    centre_x = rest[_LIPS, 0].mean()
+    frames[:, _LIPS, 0] += spread[:, None] * (rest[_LIPS, 0] - centre_x)[None] / 0.35
+    frames[:, _LIPS, 2] += PROTRUSION * tracks["protrude"][:, None]
+    # Bilabial closure: inner lips meet on the line between them.
+    meet = (frames[:, _UPPER_INNER, 1] + frames[:, _LOWER_INNER, 1]) / 2
+    close = tracks["closure"][:, None]
+    for inner, outer in ((_UPPER_INNER, _UPPER_OUTER), (_LOWER_INNER, _LOWER_OUTER)):
+        shift = close * (meet - frames[:, inner, 1])
+        frames[:, inner, 1] += shift
+        frames[:, outer[1:4], 1] += shift
+    # Labiodental: the lower lip rises under the upper teeth and tucks back.
+    lab = tracks["labiodental"][:, None]
+    lift = frames[:, _LOWER_INNER, 1] - (frames[:, _UPPER_INNER, 1] + 0.02)
+    frames[:, _LOWER_INNER, 1] -= lab * np.maximum(lift, 0)
+    frames[:, _LOWER_OUTER[1:4], 1] -= lab * np.maximum(lift, 0) * 0.8
+    frames[:, _LOWER_INNER + _LOWER_OUTER, 2] -= 0.05 * lab
+    return frames.astype(np.float32)

@@ -89,9 +89,9 @@ def randomize(stages: Stages, seed: int, head_scale: float = 0.02) -> Stages:
                     value = value * head_scale
                 param.copy_(value)
             for buffer_name, buffer in module.named_buffers():
-                if buffer_name.endswith("running_mean"):
+                if buffer_name.endswith(("running_mean", "mfcc_mean")):
                     buffer.copy_(torch.randn(buffer.shape, generator=generator) * 0.1)
-                elif buffer_name.endswith("running_var"):
+                elif buffer_name.endswith(("running_var", "mfcc_std")):
                     buffer.copy_(0.5 + torch.rand(buffer.shape, generator=generator))
     return stages
 
@@ -104,9 +104,9 @@ def zero(stages: Stages) -> Stages:
             for param in module.parameters():
                 param.zero_()
             for buffer_name, buffer in module.named_buffers():
-                if buffer_name.endswith("running_var"):
+                if buffer_name.endswith(("running_var", "mfcc_std")):
                     buffer.fill_(1.0)
-                elif buffer_name.endswith("running_mean"):
+                elif buffer_name.endswith(("running_mean", "mfcc_mean")):
                     buffer.zero_()
     return stages
 
@@ -213,8 +213,16 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def export_stages(stages: Stages, out_dir: Path, training: dict | str = "untrained") -> dict:
-    """Write the four step graphs and manifest.json into out_dir; returns the manifest."""
+def export_stages(
+    stages: Stages,
+    out_dir: Path,
+    training: dict | str = "untrained",
+    placeholders: frozenset[str] = frozenset(),
+) -> dict:
+    """Write the four step graphs and manifest.json into out_dir; returns the manifest.
+
+    ``training`` is provenance per stage (or one string for all); stages named in
+    ``placeholders`` are all-zero stand-ins that the runtime may route around."""
     import onnx
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -261,8 +269,23 @@ def export_stages(stages: Stages, out_dir: Path, training: dict | str = "untrain
             "sha256": _sha256(path),
             "training": stage_training,
         }
+        if name in placeholders:
+            manifest["stages"][name]["placeholder"] = True
         if name == "audio_encoder":
             manifest["stages"][name]["lookahead"] = LOOKAHEAD
         log.info("exported %s (%s) to %s", name, stages.width.name, path)
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def load_s2l_checkpoint(stages: Stages, checkpoint: Path) -> dict:
+    """Put a `spacelive train s2l` checkpoint's audio encoder and S2L into ``stages``;
+    returns the checkpoint's config and step."""
+    state = torch.load(checkpoint, weights_only=False, map_location="cpu")
+    weights = state["model"]
+    for prefix, module in (("audio_encoder.", stages.audio_encoder), ("s2l.", stages.s2l)):
+        module.load_state_dict(
+            {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+        )
+    stages.eval()
+    return {"step": state["step"], "config": state["config"]}

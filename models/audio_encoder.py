@@ -31,6 +31,9 @@ class ConvBlock(nn.Module):
 class AudioEncoder(nn.Module):
     """MFCC (B, T, 40) -> audio features (B, T, channels)."""
 
+    mfcc_mean: torch.Tensor
+    mfcc_std: torch.Tensor
+
     def __init__(self, channels: int, n_mfcc: int = N_MFCC):
         super().__init__()
         self.channels = channels
@@ -41,9 +44,15 @@ class AudioEncoder(nn.Module):
             ConvBlock(c_in, channels, k)
             for c_in, k in zip(self.in_channels, self.kernels, strict=True)
         )
+        # MFCC standardization, fitted on the training corpus and part of the exported graph.
+        self.register_buffer("mfcc_mean", torch.zeros(n_mfcc))
+        self.register_buffer("mfcc_std", torch.ones(n_mfcc))
+
+    def standardize(self, mfcc: torch.Tensor) -> torch.Tensor:
+        return (mfcc - self.mfcc_mean) / self.mfcc_std
 
     def forward(self, mfcc: torch.Tensor) -> torch.Tensor:
-        x = mfcc.transpose(1, 2)
+        x = self.standardize(mfcc).transpose(1, 2)
         for i, (block, kernel) in enumerate(zip(self.blocks, self.kernels, strict=True)):
             pad = (kernel // 2, kernel // 2) if i < SYMMETRIC_LAYERS else (kernel - 1, 0)
             x = block(F.pad(x, pad))
@@ -72,7 +81,9 @@ class AudioEncoderStep(nn.Module):
         self.encoder = encoder
 
     def forward(self, mfcc, frame_index, frame_count, *caches):
-        x = mfcc.unsqueeze(-1)  # (B, C, 1)
+        # Zero MFCC past the end stands for padding: it must stay zero after standardizing.
+        padding = (frame_index >= frame_count).to(mfcc.dtype)[:, None]
+        x = (self.encoder.standardize(mfcc) * (1 - padding)).unsqueeze(-1)  # (B, C, 1)
         new_caches = []
         for i, (block, cache) in enumerate(zip(self.encoder.blocks, caches, strict=True)):
             window = torch.cat([cache, x], dim=-1)

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from spacelive import __version__
 
 
@@ -130,6 +132,15 @@ def _cmd_data_synth(args) -> int:
     return 0
 
 
+def _cmd_train_s2l(args) -> int:
+    from spacelive.training.train_s2l import TrainConfig, train
+
+    config = TrainConfig(width=args.width, steps=args.steps, batch=args.batch, seed=args.seed)
+    summary = train(Path(args.data), Path(args.out), config)
+    print(json.dumps(summary))
+    return 0
+
+
 def _cmd_teach(args) -> int:
     import numpy as np
 
@@ -175,18 +186,58 @@ def _emotion_vector(text: str | None) -> list[float]:
         raise SystemExit(f"--emotion: {exc}") from None
 
 
+def _cmd_eval_lipsync(args) -> int:
+    from spacelive.audio import MODEL_SAMPLE_RATE, Resampler, read_audio
+    from spacelive.engine import DEFAULT_PORTRAIT, Engine
+    from spacelive.face import FaceAnalyzer
+    from spacelive.training.alignment import read_alignment
+    from spacelive.training.lipsync_eval import evaluate
+
+    samples, rate = read_audio(Path(args.audio))
+    if rate != MODEL_SAMPLE_RATE:
+        resampler = Resampler(rate)
+        samples = np.concatenate([resampler.push(samples), resampler.finish()])
+    phones = read_alignment(Path(args.alignment), args.format)
+    avatar = FaceAnalyzer().analyze(Path(args.identity or DEFAULT_PORTRAIT).read_bytes())
+    result = evaluate(Engine(_engine_config(args)).motion, avatar, samples, phones)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def _cmd_export(args) -> int:
-    from spacelive.export.stages import build_stages, export_stages, randomize, zero
+    from spacelive.export.stages import (
+        build_stages,
+        export_stages,
+        load_s2l_checkpoint,
+        randomize,
+        zero,
+    )
 
     stages = build_stages(args.width, seed=args.seed)
     training: str | dict = "untrained"
-    if args.init == "zeros":
+    placeholders: frozenset[str] = frozenset()
+    if args.init == "zeros" or args.s2l_checkpoint:
         stages = zero(stages)
-        training = "untrained: every weight zero, outputs the portrait's rest pose"
+        training = "untrained: every weight zero (a placeholder until trained)"
+        placeholders = frozenset({"audio_encoder", "s2l", "posegen", "l2l"})
     elif args.init == "random":
         stages = randomize(stages, args.seed)
         training = f"untrained: random weights (seed {args.seed}), for tests and benchmarks"
-    manifest = export_stages(stages, Path(args.output), training)
+    if args.s2l_checkpoint:
+        loaded = load_s2l_checkpoint(stages, Path(args.s2l_checkpoint))
+        provenance = json.loads(Path(args.provenance).read_text()) if args.provenance else {}
+        trained = {
+            "trained": True,
+            "step": loaded["step"],
+            "config": loaded["config"],
+            **provenance,
+        }
+        training = {"audio_encoder": trained, "s2l": trained, "posegen": training, "l2l": training}
+        placeholders = frozenset({"posegen", "l2l"})
+    manifest = export_stages(stages, Path(args.output), training, placeholders)
     print(json.dumps({n: s["file"] for n, s in manifest["stages"].items()}))
     return 0
 
@@ -241,6 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--shard-minutes", type=float, default=10.0)
     synth.set_defaults(run=_cmd_data_synth)
 
+    train = sub.add_parser("train", help="train a stage (needs the train extra)")
+    train_sub = train.add_subparsers(dest="stage", required=True)
+    s2l = train_sub.add_parser("s2l", help="Speech2Landmarks on a synthetic corpus")
+    s2l.add_argument("--data", required=True, help="corpus folder from `spacelive data synth`")
+    s2l.add_argument("--width", default="realtime", choices=["paper", "realtime", "tiny"])
+    s2l.add_argument("--out", default="runs/s2l", help="checkpoints, log.csv, loss.png")
+    s2l.add_argument("--steps", type=int, default=20_000)
+    s2l.add_argument("--batch", type=int, default=32)
+    s2l.add_argument("--seed", type=int, default=0)
+    s2l.set_defaults(run=_cmd_train_s2l)
+
     teach = sub.add_parser("teach", help="phoneme alignment -> per-frame landmark targets")
     teach.add_argument("--alignment", required=True)
     teach.add_argument("--format", required=True, choices=["pho", "flite", "tsv"])
@@ -264,6 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
     engine_options(eval_render)
     eval_render.set_defaults(run=_cmd_eval_render)
 
+    eval_lipsync = eval_sub.add_parser(
+        "lipsync", help="streamed S2L against the teacher's targets, and the energy baseline"
+    )
+    eval_lipsync.add_argument("--audio", required=True)
+    eval_lipsync.add_argument("--alignment", required=True)
+    eval_lipsync.add_argument("--format", required=True, choices=["pho", "flite", "tsv"])
+    eval_lipsync.add_argument("--json", help="write the metrics here")
+    eval_lipsync.add_argument("--identity", help="portrait whose face shape to use")
+    engine_options(eval_lipsync)
+    eval_lipsync.set_defaults(run=_cmd_eval_lipsync)
+
     export = sub.add_parser("export", help="export the stages to ONNX (needs the train extra)")
     export.add_argument("--width", default="realtime", choices=["paper", "realtime", "tiny"])
     export.add_argument(
@@ -274,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
         "random: random weights everywhere (tests, benchmarks)",
     )
     export.add_argument("--seed", type=int, default=0)
+    export.add_argument(
+        "--s2l-checkpoint",
+        help="a `spacelive train s2l` checkpoint to export "
+        "(audio encoder + S2L; the other stages stay placeholders)",
+    )
+    export.add_argument("--provenance", help="JSON with data recipe and metrics for the manifest")
     export.add_argument("-o", "--output", required=True)
     export.set_defaults(run=_cmd_export)
     return parser

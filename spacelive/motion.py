@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spacelive.face import Avatar, pose_landmarks, rotation_from_angles
-from spacelive.landmarks import EMOTIONS, POSE_DIMS
+from spacelive.face import Avatar, normalize_landmarks, pose_landmarks, rotation_from_angles
+from spacelive.landmarks import EMOTIONS, MESH_TO_SPARSE, POSE_DIMS
 from spacelive.runners import StageSet
 from spacelive.timing import StageTimes
+from spacelive.transfer import DenseTransfer
 
 OPEN_ENDED = np.int64(1 << 60)
 """frame_count of a stream whose end is not known yet."""
@@ -46,6 +47,7 @@ class MotionState:
     l2l_h: np.ndarray  # (2, 1, H)
     l2l_c: np.ndarray
     keypoints: np.ndarray  # (1, 478, 3) previous L2L output
+    transfer: DenseTransfer | None = None  # stands in for an untrained L2L
     mfcc_index: int = 0  # the next MFCC frame the encoder consumes
     frame_count: np.int64 = field(default=OPEN_ENDED)  # known once the stream ends
 
@@ -58,6 +60,9 @@ class MotionModel:
         self.lookahead = int(stages.manifest["stages"]["audio_encoder"]["lookahead"])
         self._cache_names = [n for n in stages.audio_encoder.input_names if n.startswith("cache_")]
         self.pose_latent = stages.input_shape("posegen", "z", 1)[1]
+        # A placeholder (all-zero) L2L would pin the face to the portrait; until one is
+        # trained, posed landmarks reach the renderer through the geometric transfer.
+        self.l2l_placeholder = bool(stages.manifest["stages"]["l2l"].get("placeholder", False))
 
     def new_state(
         self, avatar: Avatar, emotion: np.ndarray | None = None, seed: int = 0
@@ -83,7 +88,13 @@ class MotionModel:
             l2l_h=np.zeros(st.input_shape("l2l", "h", 1), np.float32),
             l2l_c=np.zeros(st.input_shape("l2l", "c", 1), np.float32),
             keypoints=avatar.kp_source[None].astype(np.float32),
+            transfer=self._transfer(avatar) if self.l2l_placeholder else None,
         )
+
+    @staticmethod
+    def _transfer(avatar: Avatar) -> DenseTransfer:
+        frontal = normalize_landmarks(avatar.kp_source, avatar.pose)
+        return DenseTransfer(avatar.kp_source, avatar.kp_source[MESH_TO_SPARSE], frontal[:, 1])
 
     def step(
         self, states: list[MotionState], mfcc: np.ndarray, times: StageTimes | None = None
@@ -155,18 +166,28 @@ class MotionModel:
         translation = np.stack([s.avatar.pose.translation for s in rows]) + pose["pose"][:, 3:]
         scale = np.array([s.avatar.pose.scale for s in rows])[:, None, None]
         posed = pose_landmarks(s2l["landmarks"], rotation, translation, scale)
-        l2l = st.l2l.run(
-            {
-                "audio": audio,
-                "landmarks": posed,
-                "kp_source": np.stack([s.avatar.kp_source for s in rows]),
-                "previous": np.concatenate([s.keypoints for s in rows]),
-                "emotion": emotion,
-                "h": np.concatenate([s.l2l_h for s in rows], axis=1),
-                "c": np.concatenate([s.l2l_c for s in rows], axis=1),
-                "first": first,
+        if self.l2l_placeholder:
+            keypoints = np.concatenate(
+                [_transfer_of(s).apply(posed[j : j + 1]) for j, s in enumerate(rows)]
+            )
+            l2l = {
+                "kp": keypoints,
+                "new_h": np.concatenate([s.l2l_h for s in rows], axis=1),
+                "new_c": np.concatenate([s.l2l_c for s in rows], axis=1),
             }
-        )
+        else:
+            l2l = st.l2l.run(
+                {
+                    "audio": audio,
+                    "landmarks": posed,
+                    "kp_source": np.stack([s.avatar.kp_source for s in rows]),
+                    "previous": np.concatenate([s.keypoints for s in rows]),
+                    "emotion": emotion,
+                    "h": np.concatenate([s.l2l_h for s in rows], axis=1),
+                    "c": np.concatenate([s.l2l_c for s in rows], axis=1),
+                    "first": first,
+                }
+            )
         clock.lap("l2l")
         for j, i in enumerate(due):
             s = states[i]
@@ -197,3 +218,9 @@ class _Clock:
         if self._times is not None:
             self._times.add(stage, now - self._last)
         self._last = now
+
+
+def _transfer_of(state: MotionState) -> DenseTransfer:
+    if state.transfer is None:
+        raise RuntimeError("state was made for a trained L2L; it has no landmark transfer")
+    return state.transfer

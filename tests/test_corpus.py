@@ -37,8 +37,23 @@ def test_synth_is_reproducible_from_the_seed(tmp_path):
     from spacelive.cli import main
 
     for name in ("a", "b"):
-        assert main(["data", "synth", "--hours", "0.003", "--out", str(tmp_path / name),
-                     "--seed", "7", "--shard-minutes", "1"]) == 0
+        assert (
+            main(
+                [
+                    "data",
+                    "synth",
+                    "--hours",
+                    "0.003",
+                    "--out",
+                    str(tmp_path / name),
+                    "--seed",
+                    "7",
+                    "--shard-minutes",
+                    "1",
+                ]
+            )
+            == 0
+        )
     a, b = (np.load(tmp_path / n / "shard-0000.npz") for n in ("a", "b"))
     assert np.array_equal(a["audio"], b["audio"]) and np.array_equal(a["tracks"], b["tracks"])
     summary = json.loads((tmp_path / "a" / "corpus.json").read_text())

@@ -116,3 +116,27 @@ def test_unsupported_rate_is_refused(engine, avatar):
     with pytest.raises(InputError) as info:
         engine.open_session(avatar, 8_000)
     assert info.value.code == "unsupported_sample_rate"
+
+
+def test_untrained_l2l_is_bridged_by_the_landmark_transfer(tmp_path, avatar):
+    """With a placeholder L2L, S2L's lip motion still reaches the renderer."""
+    from spacelive.engine import Engine, EngineConfig
+    from spacelive.export.stages import build_stages, export_stages, randomize
+
+    stages = randomize(build_stages("tiny", seed=5), seed=6, head_scale=0.5)
+    export_stages(stages, tmp_path, placeholders=frozenset({"l2l"}))
+    engine = Engine(EngineConfig(models=tmp_path))
+    assert engine.motion.l2l_placeholder
+    session = engine.open_session(avatar, 16_000)
+    state = session._state
+    assert state.transfer is not None
+    # The transfer moves sparse points exactly and the rest of the mesh with them.
+    from spacelive.landmarks import MESH_TO_SPARSE
+
+    sparse = avatar.kp_source[MESH_TO_SPARSE][None].copy()
+    np.testing.assert_allclose(state.transfer.apply(sparse)[0], avatar.kp_source, atol=1e-6)
+    sparse[0, 57, 1] += 0.05  # lower lip down
+    moved = state.transfer.apply(sparse)[0] - avatar.kp_source
+    assert moved[17, 1] > 0.02 and abs(moved[0, 1]) < 1e-6  # lower lip moves, upper lip stays
+    frames = session.feed(pcm_s16le(speechlike(1.0, seed=3))) + session.flush()
+    assert len(frames) == 30 and len({f.data for f in frames[1:]}) > 10

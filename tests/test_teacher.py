@@ -32,7 +32,9 @@ def test_flite_psdur_is_read():
 
 
 def test_tsv_with_header_stress_and_silence_names():
-    phones = parse_tsv("phoneme\tstart_s\tend_s\nsil\t0\t0.2\nAA1\t0.2\t0.4\nsp\t0.4\t0.5\npau\t0.5\t0.6\n")
+    phones = parse_tsv(
+        "phoneme\tstart_s\tend_s\nsil\t0\t0.2\nAA1\t0.2\t0.4\nsp\t0.4\t0.5\npau\t0.5\t0.6\n"
+    )
     assert [p.phoneme for p in phones] == ["SIL", "AA", "SIL"]
     assert phones[-1].start_s == 0.4 and phones[-1].end_s == 0.6
 
@@ -67,7 +69,7 @@ def _at(phones, name, landmarks, which=0):
 
 @pytest.fixture(scope="module")
 def identity(avatar):
-    return avatar.landmarks0
+    return closed_mouth(avatar.landmarks0)  # the astronaut smiles with her teeth showing
 
 
 def gap(frame):
@@ -75,11 +77,19 @@ def gap(frame):
 
 
 def test_mouth_shapes_make_phonetic_sense(identity):
-    phones = _phones(("SIL", 0.3), ("B", 0.08), ("AA", 0.2), ("M", 0.08), ("IY", 0.15),
-                     ("F", 0.1), ("UW", 0.2), ("SIL", 0.3))
+    phones = _phones(
+        ("SIL", 0.3),
+        ("B", 0.08),
+        ("AA", 0.2),
+        ("M", 0.08),
+        ("IY", 0.15),
+        ("F", 0.1),
+        ("UW", 0.2),
+        ("SIL", 0.3),
+    )
     frames = landmark_targets(phones, identity)
     assert len(frames) == int(np.ceil(phones[-1].end_s * 30))
-    rest = closed_mouth(identity)
+    rest = identity
     assert abs(gap(_at(phones, "SIL", frames))) < 0.005  # silence rests closed
     assert abs(gap(_at(phones, "B", frames))) < 0.01  # bilabials close the lips
     assert abs(gap(_at(phones, "M", frames))) < 0.01
@@ -108,11 +118,17 @@ def test_emotion_moves_the_mouth_corners(identity):
     assert happy[0, 48, 1] < sad[0, 48, 1]  # corners up (y down is positive)
 
 
-@pytest.mark.skipif(not shutil.which("espeak-ng") or not shutil.which("mbrola"),
-                    reason="espeak-ng and mbrola are not installed")
+@pytest.mark.skipif(
+    not shutil.which("espeak-ng") or not shutil.which("mbrola"),
+    reason="espeak-ng and mbrola are not installed",
+)
 def test_real_espeak_mbrola_timing(identity, tmp_path):
-    pho = subprocess.run(["espeak-ng", "-v", "mb-us1", "-q", "--pho", "Bob saw a fish"],
-                         capture_output=True, text=True, check=True).stdout
+    pho = subprocess.run(
+        ["espeak-ng", "-v", "mb-us1", "-q", "--pho", "Bob saw a fish"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     phones = parse_pho(pho)
     assert phones[0].phoneme == "B" and phones[-1].phoneme == "SIL"
     frames = landmark_targets(phones, identity)
@@ -126,9 +142,30 @@ def test_teach_command_writes_targets(tmp_path):
     alignment = tmp_path / "a.tsv"
     alignment.write_text("sil\t0\t0.3\nM\t0.3\t0.4\nAA1\t0.4\t0.6\nsil\t0.6\t1.0\n")
     out = tmp_path / "targets.npz"
-    assert main(["teach", "--alignment", str(alignment), "--format", "tsv", "-o", str(out),
-                 "--emotion", "happy=0.5"]) == 0
+    assert (
+        main(
+            [
+                "teach",
+                "--alignment",
+                str(alignment),
+                "--format",
+                "tsv",
+                "-o",
+                str(out),
+                "--emotion",
+                "happy=0.5",
+            ]
+        )
+        == 0
+    )
     targets = np.load(out)
     assert targets["landmarks"].shape == (30, 110, 3)
     assert list(targets["phonemes"]) == ["SIL", "M", "AA", "SIL"]
     assert targets["emotion"][1] == 0.5
+
+
+def test_silence_returns_to_the_portraits_own_mouth(avatar):
+    phones = _phones(("SIL", 0.3), ("AA", 0.2), ("SIL", 0.5))
+    frames = landmark_targets(phones, avatar.landmarks0)
+    np.testing.assert_allclose(frames[-1], avatar.landmarks0, atol=1e-4)
+    assert gap(frames[-1]) > 0.1  # her smile shows teeth at rest

@@ -9,10 +9,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+# fmt: off
 ARPABET = (
-    "AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW AX "
-    "B CH D DH DX F G HH JH K L M N NG P R S SH T TH V W Y Z ZH SIL"
-).split()
+    "AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW",
+    "AX", "B", "CH", "D", "DH", "DX", "F", "G", "HH", "JH", "K", "L", "M", "N", "NG", "P", "R",
+    "S", "SH", "T", "TH", "V", "W", "Y", "Z", "ZH", "SIL",
+)
+# fmt: on
 SILENCES = {"SIL", "SP", "PAU", "SILENCE", "_", "H#"}
 FORMATS = ("pho", "flite", "tsv")
 
@@ -32,7 +35,8 @@ _SAMPA = {
     "6": "AX", "3": "ER", "3:": "ER", "r=": "ER", "l=": "L", "n=": "N", "m=": "M",
     "eI": "EY", "aI": "AY", "OI": "OY", "OY": "OY", "@U": "OW", "aU": "AW", "oU": "OW",
     "I@": "IH", "e@": "EH", "U@": "UH", "o/": "OW", "e~": "EH", "a~": "AA", "o~": "OW",
-    "9~": "AH", "AI": "AY", "EI": "EY", "O2": "AO", "5": "L", "e/": "EH", "_": "SIL",
+    "9~": "AH", "AI": "AY", "EI": "EY", "O2": "AO", "5": "L", "l/": "L", "l#": "L",
+    "e/": "EH", "_": "SIL",
 }
 # fmt: on
 
@@ -60,8 +64,9 @@ def _arpabet(symbol: str, where: str) -> str:
 
 def _sampa(symbol: str, where: str) -> str:
     base = symbol.removesuffix("_h")  # aspiration does not change the lips
-    if base in _SAMPA:
-        return _SAMPA[base]
+    for candidate in (base, base.rstrip("~:"), base.rstrip("~:").lower()):
+        if candidate in _SAMPA:  # nasal and long variants shape the lips like their base
+            return _SAMPA[candidate]
     raise AlignmentError(f"{where}: unknown mbrola phoneme {symbol!r}")
 
 
@@ -76,7 +81,9 @@ def parse_pho(text: str) -> list[Phone]:
         try:
             duration = float(fields[1]) / 1000
         except (IndexError, ValueError):
-            raise AlignmentError(f"line {number}: expected 'phoneme duration_ms', got {line!r}") from None
+            raise AlignmentError(
+                f"line {number}: expected 'phoneme duration_ms', got {line!r}"
+            ) from None
         if duration < 0:
             raise AlignmentError(f"line {number}: negative duration")
         phones.append(Phone(_sampa(fields[0], f"line {number}"), t, t + duration))
@@ -112,7 +119,9 @@ def parse_tsv(text: str) -> list[Phone]:
         try:
             start, end = float(fields[1]), float(fields[2])
         except (IndexError, ValueError):
-            raise AlignmentError(f"line {number}: expected 'phoneme start_s end_s', got {line!r}") from None
+            raise AlignmentError(
+                f"line {number}: expected 'phoneme start_s end_s', got {line!r}"
+            ) from None
         if end < start:
             raise AlignmentError(f"line {number}: ends before it starts")
         phones.append(Phone(_arpabet(fields[0], f"line {number}"), start, end))
@@ -136,5 +145,7 @@ def read_alignment(path: Path, format: str) -> list[Phone]:
     """Read an alignment file in one of FORMATS."""
     parsers = {"pho": parse_pho, "flite": parse_flite, "tsv": parse_tsv}
     if format not in parsers:
-        raise AlignmentError(f"unknown alignment format {format!r}; use one of {', '.join(FORMATS)}")
+        raise AlignmentError(
+            f"unknown alignment format {format!r}; use one of {', '.join(FORMATS)}"
+        )
     return parsers[format](Path(path).read_text())

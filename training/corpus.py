@@ -27,7 +27,13 @@ from scipy import signal
 
 from spacelive import MODEL_SAMPLE_RATE
 from spacelive.audio import offline_mfcc
-from spacelive.training.alignment import Phone, merge_silences, parse_flite, parse_pho
+from spacelive.training.alignment import (
+    AlignmentError,
+    Phone,
+    merge_silences,
+    parse_flite,
+    parse_pho,
+)
 from spacelive.training.teacher import articulation
 
 log = logging.getLogger(__name__)
@@ -48,8 +54,15 @@ class Voice:
         return f"{self.engine}:{self.name}"
 
 
-_MBROLA_LANGUAGES = {"us1": "en", "us2": "en", "us3": "en", "en1": "en", "de1": "de",
-                     "fr1": "fr", "es1": "es"}
+_MBROLA_LANGUAGES = {
+    "us1": "en",
+    "us2": "en",
+    "us3": "en",
+    "en1": "en",
+    "de1": "de",
+    "fr1": "fr",
+    "es1": "es",
+}
 WORD_LISTS = {
     "en": Path("/usr/share/dict/american-english"),
     "de": Path("/usr/share/dict/ngerman"),
@@ -92,7 +105,8 @@ class SentenceMaker:
             self._words[language] = _words(language)
         content, function = self._words[language], _FUNCTION_WORDS[language].split()
         words = [
-            function[rng.integers(len(function))] if rng.random() < 0.35
+            function[rng.integers(len(function))]
+            if rng.random() < 0.35
             else content[rng.integers(len(content))]
             for _ in range(rng.integers(4, 13))
         ]
@@ -128,20 +142,42 @@ def synthesize(voice: Voice, text: str, rng: np.random.Generator) -> tuple[np.nd
     tempo, pitch = rng.uniform(0.8, 1.25), rng.uniform(0.8, 1.25)
     lead, tail = rng.uniform(0.05, 0.5), rng.uniform(0.05, 0.5)
     if voice.engine == "mbrola":
-        pho = subprocess.run(["espeak-ng", "-v", f"mb-{voice.name}", "-q", "--pho", text],
-                             capture_output=True, text=True, check=True).stdout
+        pho = subprocess.run(
+            ["espeak-ng", "-v", f"mb-{voice.name}", "-q", "--pho", text],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         pho = _scale_pho(pho, tempo, pitch, lead, tail)
         database = MBROLA_DIR / voice.name / voice.name
-        wav = subprocess.run(["mbrola", "-e", str(database), "-", "-.wav"], input=pho.encode(),
-                             capture_output=True, check=True).stdout
+        wav = subprocess.run(
+            ["mbrola", "-e", str(database), "-", "-.wav"],
+            input=pho.encode(),
+            capture_output=True,
+            check=True,
+        ).stdout
         samples, rate = _wav_samples(wav)
         phones = parse_pho(pho)
     else:
         with tempfile.NamedTemporaryFile(suffix=".wav") as out:
             timing = subprocess.run(
-                ["flite", "-voice", voice.name, "-psdur", "--setf", f"duration_stretch={1 / tempo}",
-                 "--setf", f"int_f0_target_mean={round(110 * pitch)}", "-t", text, "-o", out.name],
-                capture_output=True, text=True, check=True,
+                [
+                    "flite",
+                    "-voice",
+                    voice.name,
+                    "-psdur",
+                    "--setf",
+                    f"duration_stretch={1 / tempo}",
+                    "--setf",
+                    f"int_f0_target_mean={round(110 * pitch)}",
+                    "-t",
+                    text,
+                    "-o",
+                    out.name,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
             samples, rate = _wav_samples(Path(out.name).read_bytes())
         phones = parse_flite(timing)
@@ -216,7 +252,9 @@ def write_shard(path: Path, utterances: list[dict]) -> None:
         audio=(np.concatenate([u["audio"] for u in utterances]) * 32767).astype(np.int16),
         mfcc=np.concatenate([u["mfcc"] for u in utterances]).astype(np.float16),
         tracks=np.concatenate([u["tracks"] for u in utterances]).astype(np.float16),
-        frame_offsets=frames, sample_offsets=samples, phone_offsets=phone_counts,
+        frame_offsets=frames,
+        sample_offsets=samples,
+        phone_offsets=phone_counts,
         phonemes=np.array([p.phoneme for p in all_phones]),
         phone_starts=np.array([p.start_s for p in all_phones], np.float32),
         phone_ends=np.array([p.end_s for p in all_phones], np.float32),
@@ -235,21 +273,32 @@ def synthesize_corpus(out: Path, hours: float, seed: int = 0, shard_minutes: flo
     total_s, shard, index = 0.0, [], 0
     shard_s = 0.0
     per_voice: dict[str, float] = {}
+    skipped = 0
     while total_s < hours * 3600:
         # Each utterance has its own generator: shards are reproducible from the seed alone.
         rng = np.random.default_rng([seed, index])
         voice = voices[index % len(voices)]
-        u = utterance(voice, sentences, rng)
+        index += 1
+        try:
+            u = utterance(voice, sentences, rng)
+        except (AlignmentError, subprocess.CalledProcessError) as exc:
+            skipped += 1  # a rare symbol or a synthesizer hiccup: one utterance, not the corpus
+            log.warning("skipped utterance %d (%s): %s", index - 1, voice.key, exc)
+            continue
         seconds = len(u["audio"]) / MODEL_SAMPLE_RATE
         shard.append(u)
         total_s, shard_s = total_s + seconds, shard_s + seconds
         per_voice[voice.key] = per_voice.get(voice.key, 0.0) + seconds
-        index += 1
         if shard_s >= shard_minutes * 60:
             write_shard(out / f"shard-{len(list(out.glob('shard-*.npz'))):04d}.npz", shard)
             log.info("corpus: %.2f of %.2f hours", total_s / 3600, hours)
             shard, shard_s = [], 0.0
     if shard:
         write_shard(out / f"shard-{len(list(out.glob('shard-*.npz'))):04d}.npz", shard)
-    return {"utterances": index, "hours": total_s / 3600, "seed": seed,
-            "hours_per_voice": {k: v / 3600 for k, v in per_voice.items()}}
+    return {
+        "utterances": index - skipped,
+        "skipped": skipped,
+        "hours": total_s / 3600,
+        "seed": seed,
+        "hours_per_voice": {k: v / 3600 for k, v in per_voice.items()},
+    }

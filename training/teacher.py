@@ -23,7 +23,7 @@ PARAMETERS = ("open", "spread", "protrude", "closure", "labiodental")
 # Viseme targets: (open, spread, protrude, closure, labiodental, dominance strength).
 # fmt: off
 VISEMES = {
-    "SIL": (0.0, 0.0, 0.0, 0.6, 0.0, 0.6),
+    "SIL": (0.0, 0.0, 0.0, 0.0, 0.0, 0.6),  # the identity's own rest
     "P": (0.0, 0.0, 0.0, 1.0, 0.0, 4.0), "B": (0.0, 0.0, 0.0, 1.0, 0.0, 4.0),
     "M": (0.0, 0.0, 0.0, 1.0, 0.0, 4.0),
     "F": (0.08, 0.1, 0.0, 0.0, 1.0, 3.0), "V": (0.08, 0.1, 0.0, 0.0, 1.0, 3.0),
@@ -145,12 +145,22 @@ def landmark_targets(
 ) -> np.ndarray:
     """Per-frame normalized landmarks (T, 110, 3) for a speaker with rest landmarks
     ``identity`` (110, 3), speaking ``phones`` with an ``emotion`` (8,) held throughout."""
-    tracks = articulation(phones, duration_s)
-    rest = closed_mouth(identity)
-    frames = np.repeat(rest[None], len(tracks.values), axis=0)
+    return landmarks_from_tracks(articulation(phones, duration_s).values, identity, emotion)
+
+
+def landmarks_from_tracks(
+    tracks: np.ndarray, identity: np.ndarray, emotion: np.ndarray | None = None
+) -> np.ndarray:
+    """Articulation tracks (T, 5) -> landmarks (T, 110, 3) around the rest ``identity``.
+
+    Silence returns to the identity's own mouth (a portrait that smiles with its teeth showing
+    rests that way; use ``closed_mouth`` for a closed rest)."""
+    tracked = Tracks(np.asarray(tracks, np.float64))
+    rest = np.asarray(identity, np.float64)
+    frames = np.repeat(rest[None], len(tracked.values), axis=0)
     if emotion is not None:
         frames += emotion_offsets(emotion)[None]
-    jaw = JAW_DROP * tracks["open"] * (1 - tracks["closure"]) * (1 - 0.7 * tracks["labiodental"])
+    jaw = JAW_DROP * tracked["open"] * (1 - tracked["closure"]) * (1 - 0.7 * tracked["labiodental"])
     # Jaw opening: chin and lower lip drop, the upper lip lifts a little.
     frames[:, _JAW, 1] += jaw[:, None] * _CHIN_WEIGHTS[None]
     frames[:, _LOWER_OUTER + _LOWER_INNER, 1] += jaw[:, None]
@@ -158,19 +168,19 @@ def landmark_targets(
     frames[:, _UPPER_INNER + _UPPER_OUTER, 1] -= 0.1 * jaw[:, None]
     frames[:, _CORNERS, 1] += 0.4 * jaw[:, None]
     # Spread and rounding: corners out or in; rounding pushes the lips forward.
-    spread = SPREAD * tracks["spread"] - 0.5 * SPREAD * tracks["protrude"]
+    spread = SPREAD * tracked["spread"] - 0.5 * SPREAD * tracked["protrude"]
     centre_x = rest[_LIPS, 0].mean()
     frames[:, _LIPS, 0] += spread[:, None] * (rest[_LIPS, 0] - centre_x)[None] / 0.35
-    frames[:, _LIPS, 2] += PROTRUSION * tracks["protrude"][:, None]
+    frames[:, _LIPS, 2] += PROTRUSION * tracked["protrude"][:, None]
     # Bilabial closure: inner lips meet on the line between them.
     meet = (frames[:, _UPPER_INNER, 1] + frames[:, _LOWER_INNER, 1]) / 2
-    close = tracks["closure"][:, None]
+    close = tracked["closure"][:, None]
     for inner, outer in ((_UPPER_INNER, _UPPER_OUTER), (_LOWER_INNER, _LOWER_OUTER)):
         shift = close * (meet - frames[:, inner, 1])
         frames[:, inner, 1] += shift
         frames[:, outer[1:4], 1] += shift
     # Labiodental: the lower lip rises under the upper teeth and tucks back.
-    lab = tracks["labiodental"][:, None]
+    lab = tracked["labiodental"][:, None]
     lift = frames[:, _LOWER_INNER, 1] - (frames[:, _UPPER_INNER, 1] + 0.02)
     frames[:, _LOWER_INNER, 1] -= lab * np.maximum(lift, 0)
     frames[:, _LOWER_OUTER[1:4], 1] -= lab * np.maximum(lift, 0) * 0.8

@@ -1,0 +1,67 @@
+"""Lip sync on voices the training never used: mbrola us3 and flite slt.
+
+    python benchmarks/lipsync_heldout.py [--models DIR] [--utterances 20] [--label NAME]
+
+Synthesizes held-out sentences (clean, with exact timing), runs the exported S2L in streaming
+mode, and compares with the teacher and the energy baseline (`spacelive eval lipsync` on
+each). Writes benchmarks/results/lipsync_heldout_LABEL.json with per-voice means and the
+improvement over the baseline.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
+from spacelive.face import FaceAnalyzer
+from spacelive.training.corpus import SentenceMaker, Voice, synthesize
+from spacelive.training.lipsync_eval import evaluate
+
+RESULTS = Path(__file__).resolve().parent / "results"
+HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
+KEYS = ("M-P", "M-V", "F-P", "F-V", "mouth_open_corr")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=str(DEFAULT_MODELS))
+    parser.add_argument("--utterances", type=int, default=20)
+    parser.add_argument("--label", default="default")
+    parser.add_argument("--seed", type=int, default=12345)
+    args = parser.parse_args()
+    motion = Engine(EngineConfig(models=Path(args.models))).motion
+    avatar = FaceAnalyzer().analyze(DEFAULT_PORTRAIT.read_bytes())
+    sentences = SentenceMaker()
+    report: dict = {"benchmark": "lipsync_heldout", "models": args.models, "voices": {}}
+    for voice in HELD_OUT:
+        results = []
+        for i in range(args.utterances):
+            rng = np.random.default_rng([args.seed, i])
+            samples, phones = synthesize(voice, sentences.sentence("en", rng), rng)
+            results.append(evaluate(motion, avatar, samples, phones))
+        summary = {
+            side: {k: float(np.mean([r[side][k] for r in results])) for k in KEYS}
+            for side in ("model", "energy_baseline")
+        }
+        summary["improvement_over_baseline"] = {
+            k: 1 - summary["model"][k] / summary["energy_baseline"][k] for k in ("M-P", "M-V")
+        }
+        summary["frames"] = int(sum(r["frames"] for r in results))
+        report["voices"][voice.key] = summary
+    report["passed"] = all(
+        v["improvement_over_baseline"]["M-P"] >= 0.4
+        and v["improvement_over_baseline"]["M-V"] >= 0.4
+        and v["model"]["mouth_open_corr"] >= 0.8
+        for v in report["voices"].values()
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"lipsync_heldout_{args.label}.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Speaker identities for training: real detected faces, mirrored, with shape perturbations."""
+
+from pathlib import Path
+
+import numpy as np
+
+from spacelive.face_model import mirror_permutation
+from spacelive.landmarks import LEFT_EAR, RIGHT_EAR, SPARSE_POINTS
+from spacelive.training.teacher import closed_mouth
+
+
+def identity_bank(cache: Path | None = None) -> np.ndarray:
+    """(K, 110, 3) normalized rest landmarks: each public-domain portrait shipped in a registry
+    package, its mirror image, and closed-mouth versions of both."""
+    if cache is not None and cache.exists():
+        return np.load(cache)
+    from spacelive.face import FaceAnalyzer
+    from spacelive.render_checks import standard_portraits
+
+    analyzer = FaceAnalyzer()
+    faces = [
+        analyzer.analyze(data).landmarks0.astype(np.float64)
+        for data in standard_portraits().values()
+    ]
+    bank = []
+    for face in faces:
+        mirrored = (face * np.array([-1.0, 1.0, 1.0]))[mirror_permutation(face)]
+        for variant in (face, mirrored):
+            bank += [variant, closed_mouth(variant)]
+    bank_array = np.array(bank, np.float32)
+    if cache is not None:
+        np.save(cache, bank_array)
+    return bank_array
+
+
+def perturb(identity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random face shape: overall width and height, mouth width, lip thickness, jaw width."""
+    face = identity.astype(np.float64).copy()
+    face[:, 0] *= rng.uniform(0.92, 1.08)
+    face[:, 1] *= rng.uniform(0.92, 1.08)
+    mouth = slice(48, 68)
+    centre = face[mouth].mean(axis=0)
+    face[mouth, 0] = centre[0] + (face[mouth, 0] - centre[0]) * rng.uniform(0.85, 1.15)
+    lips_y = face[mouth, 1] - centre[1]
+    face[mouth, 1] = centre[1] + lips_y * rng.uniform(0.8, 1.2)
+    jaw = slice(0, 17)
+    face[jaw, 0] *= rng.uniform(0.95, 1.05)
+    face += rng.normal(0, 0.004, size=(SPARSE_POINTS, 3))
+    # Back to the normalization's contract: ears 2 apart.
+    ears = np.linalg.norm(face[LEFT_EAR, :2] - face[RIGHT_EAR, :2])
+    return (face * (2.0 / ears)).astype(np.float32)

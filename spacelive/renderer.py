@@ -379,14 +379,7 @@ class WarpRenderer:
             return None
         depth = np.where(use_upper, depth_up, depth_down)[use]
         sx, sy = f_src.pixels(u[use], depth)
-        colours = cv2.remap(
-            source.image,
-            sx.astype(np.float32)[None],
-            sy.astype(np.float32)[None],
-            cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_REPLICATE,
-        )[0]
-        return use, colours.astype(np.float32)
+        return use, _sample(source.image, sx[None], sy[None])[0]
 
     def _eye(self, source: RenderSource, driving: np.ndarray, eye, sample: np.ndarray):
         name, upper, lower, iris = eye
@@ -447,25 +440,23 @@ class WarpRenderer:
             # Paint the opening: the iris-free eyeball, with the iris at its driving position.
             radius = feature.iris_radius * scale
             iris_alpha = np.clip(radius + 0.5 - np.hypot(x - centre_d[0], y - centre_d[1]), 0, 1)
-            ball = cv2.remap(
-                source.clean,
-                tx.astype(np.float32),
-                ty.astype(np.float32),
-                cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_REPLICATE,
-            ).astype(np.float32)
+            ball = _sample(source.clean, tx, ty)
             if iris_alpha.any():
                 ix, iy = f_src.pixels(u - cu_d + cu_s, v - cv_d + cv_s)
-                pupil = cv2.remap(
-                    source.image,
-                    ix.astype(np.float32),
-                    iy.astype(np.float32),
-                    cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_REPLICATE,
-                )
-                ball += iris_alpha[..., None] * (pupil.astype(np.float32) - ball)
+                ball += iris_alpha[..., None] * (_sample(source.image, ix, iy) - ball)
             return box, ball, opening
         return None
+
+
+def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``image`` at (x, y) pixel positions, float32 RGB."""
+    return cv2.remap(
+        image,
+        x.astype(np.float32),
+        y.astype(np.float32),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    ).astype(np.float32)
 
 
 def _teeth_colour(image: np.ndarray, kp: np.ndarray) -> np.ndarray | None:

@@ -289,3 +289,22 @@ def load_s2l_checkpoint(stages: Stages, checkpoint: Path) -> dict:
         )
     stages.eval()
     return {"step": state["step"], "config": state["config"]}
+
+
+def quantize_int8(model_dir: Path, stages: tuple[str, ...]) -> None:
+    """Dynamic int8 quantization of trained stages' weights (ONNX Runtime), in place, with the
+    manifest updated: about a quarter of the size to ship, and faster MatMuls on CPUs."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    manifest_path = model_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    for name in stages:
+        entry = manifest["stages"][name]
+        path = model_dir / entry["file"]
+        quantized = path.with_suffix(".int8.onnx")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
+        path.unlink()
+        entry.update(file=quantized.name, sha256=_sha256(quantized), quantization="dynamic int8")
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")

@@ -238,6 +238,12 @@ def _cmd_export(args) -> int:
         training = {"audio_encoder": trained, "s2l": trained, "posegen": training, "l2l": training}
         placeholders = frozenset({"posegen", "l2l"})
     manifest = export_stages(stages, Path(args.output), training, placeholders)
+    if args.quantize:
+        from spacelive.export.stages import quantize_int8
+
+        to_quantize = tuple(n for n in manifest["stages"] if n not in placeholders)
+        quantize_int8(Path(args.output), to_quantize)
+        manifest = json.loads((Path(args.output) / "manifest.json").read_text())
     print(json.dumps({n: s["file"] for n, s in manifest["stages"].items()}))
     return 0
 
@@ -353,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(audio encoder + S2L; the other stages stay placeholders)",
     )
     export.add_argument("--provenance", help="JSON with data recipe and metrics for the manifest")
+    export.add_argument(
+        "--quantize",
+        action="store_true",
+        help="dynamic int8 weights for the trained stages (smaller, CPU-faster)",
+    )
     export.add_argument("-o", "--output", required=True)
     export.set_defaults(run=_cmd_export)
     return parser

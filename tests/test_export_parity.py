@@ -132,3 +132,27 @@ def test_teacher_forced_s2l_matches_its_autoregressive_form():
         free = stages.s2l(audio, landmarks0, emotion)
         forced = stages.s2l(audio, landmarks0, emotion, teacher=free)
     assert torch.allclose(free, forced, atol=1e-5)
+
+
+def test_int8_quantized_export_stays_close(tmp_path):
+    from spacelive.export.stages import quantize_int8
+
+    stages = randomize(build_stages("tiny", seed=8), seed=9)
+    export_stages(stages, tmp_path / "fp32")
+    export_stages(stages, tmp_path / "int8")
+    quantize_int8(tmp_path / "int8", ("audio_encoder", "s2l"))
+    full, quantized = load_stages(tmp_path / "fp32"), load_stages(tmp_path / "int8")
+    assert quantized.manifest["stages"]["s2l"]["quantization"] == "dynamic int8"
+    rng = np.random.default_rng(0)
+    inputs = {
+        "audio": rng.normal(size=(3, 32)).astype(np.float32),
+        "previous": rng.normal(size=(3, 110, 3)).astype(np.float32) * 0.5,
+        "landmarks0": rng.normal(size=(3, 110, 3)).astype(np.float32) * 0.5,
+        "emotion": rng.random((3, 8)).astype(np.float32),
+        "h": np.zeros((2, 3, 32), np.float32),
+        "c": np.zeros((2, 3, 32), np.float32),
+        "first": np.ones(3, np.float32),
+    }
+    a, b = full.s2l.run(inputs)["landmarks"], quantized.s2l.run(inputs)["landmarks"]
+    motion = np.abs(a - inputs["landmarks0"]).mean()
+    assert np.abs(a - b).mean() < 0.1 * motion

@@ -135,8 +135,16 @@ def _cmd_data_synth(args) -> int:
 def _cmd_train_s2l(args) -> int:
     from spacelive.training.train_s2l import TrainConfig, train
 
-    config = TrainConfig(width=args.width, steps=args.steps, batch=args.batch, seed=args.seed)
-    summary = train(Path(args.data), Path(args.out), config)
+    config = TrainConfig(
+        width=args.width,
+        steps=args.steps,
+        batch=args.batch,
+        seed=args.seed,
+        self_feed=args.self_feed,
+        lr_peak=args.lr_peak,
+    )
+    init = Path(args.init_from) if args.init_from else None
+    summary = train(Path(args.data), Path(args.out), config, init_from=init)
     print(json.dumps(summary))
     return 0
 
@@ -307,6 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
     s2l.add_argument("--steps", type=int, default=20_000)
     s2l.add_argument("--batch", type=int, default=32)
     s2l.add_argument("--seed", type=int, default=0)
+    s2l.add_argument(
+        "--self-feed",
+        type=float,
+        default=0.5,
+        help="share of batches fed the model's own previous output",
+    )
+    s2l.add_argument("--lr-peak", type=float, default=5e-4)
+    s2l.add_argument("--init-from", help="start from this checkpoint's weights (fine-tune)")
     s2l.set_defaults(run=_cmd_train_s2l)
 
     teach = sub.add_parser("teach", help="phoneme alignment -> per-frame landmark targets")

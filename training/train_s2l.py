@@ -7,6 +7,10 @@ of the 8 MEAD emotions at a random intensity, or neutral), and the teacher turns
 utterance's articulation tracks into that speaker's landmarks. Teacher forcing feeds the
 previous target frame, with noise so the model does not lean on it.
 
+Streaming runs S2L autoregressively on its own output, so part of the batches (``self_feed``)
+feed the model's own free-running predictions as the previous frames instead of the teacher's:
+trained on teacher frames alone, it drifts once it hears itself.
+
 Checkpoints (resumable), a CSV log and a loss-curve PNG go to the output folder.
 """
 
@@ -45,6 +49,7 @@ class TrainConfig:
     y_weight: float = 2.0
     velocity_weight: float = 1.0
     input_noise: float = 0.01
+    self_feed: float = 0.0  # share of batches whose previous frames are the model's own output
     neutral_fraction: float = 0.4
     checkpoint_every: int = 250
     seed: int = 0
@@ -131,8 +136,9 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     return config.lr_peak * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def train(data: Path, out: Path, config: TrainConfig) -> dict:
-    """Train (or resume) into ``out``; returns the final summary."""
+def train(data: Path, out: Path, config: TrainConfig, init_from: Path | None = None) -> dict:
+    """Train (or resume) into ``out``; returns the final summary. ``init_from`` starts a new
+    run from another run's weights (fine-tuning)."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     corpus = Corpus(data)
@@ -143,6 +149,9 @@ def train(data: Path, out: Path, config: TrainConfig) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr_start)
     checkpoint = out / "checkpoint.pt"
     step, rng_state = 0, None
+    if init_from is not None and not checkpoint.exists():
+        model.load_state_dict(torch.load(init_from, weights_only=False)["model"])
+        log.info("starting from the weights of %s", init_from)
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
         model.load_state_dict(state["model"])
@@ -163,10 +172,14 @@ def train(data: Path, out: Path, config: TrainConfig) -> dict:
     model.train()
     while step < config.steps:
         mfcc, rest, emotion, target = sample_batch(corpus, bank, rng, config)
-        noisy = target + config.input_noise * torch.randn_like(target)
+        previous = target + config.input_noise * torch.randn_like(target)
+        if rng.random() < config.self_feed:
+            # Streaming feeds S2L its own previous output: train on that too, or it drifts.
+            with torch.no_grad():
+                previous = model(mfcc, rest, emotion, None)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
-        predicted = model(mfcc, rest, emotion, noisy)
+        predicted = model(mfcc, rest, emotion, previous)
         position, velocity = loss_terms(predicted, target, config.y_weight)
         loss = position + config.velocity_weight * velocity
         optimizer.zero_grad(set_to_none=True)

@@ -17,7 +17,7 @@ from PIL import Image
 from spacelive.audio import pcm_s16le
 from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.face import FaceAnalyzer
-from spacelive.sheet import contact_sheet
+from spacelive.sheet import contact_sheet, decode
 from spacelive.training.corpus import Voice, synthesize
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,13 +47,7 @@ def main() -> int:
     avatar = FaceAnalyzer().analyze(DEFAULT_PORTRAIT.read_bytes())
     session = engine.open_session(avatar, 16_000)
     frames = session.feed(pcm_s16le(samples)) + session.flush()
-    import av
-
-    decoder = av.CodecContext.create("h264", "r")
-    pictures = {}
-    for f in frames:
-        for picture in decoder.decode(av.Packet(f.data)):
-            pictures[f.frame_index] = picture.to_ndarray(format="rgb24")
+    pictures = decode(frames, {f.frame_index for f in frames})
     chosen, seen = {}, set()
     for phone in phones:
         if phone.phoneme in SHOW and (phone.phoneme, SHOW[phone.phoneme]) not in seen | {None}:

@@ -96,6 +96,17 @@ class MotionModel:
         frontal = normalize_landmarks(avatar.kp_source, avatar.pose)
         return DenseTransfer(avatar.kp_source, avatar.kp_source[MESH_TO_SPARSE], frontal[:, 1])
 
+    def run(self, state: MotionState, mfcc: np.ndarray) -> list[FrameMotion]:
+        """A whole known stream at once: every frame of mfcc (T, 40), lookahead flushed."""
+        state.frame_count = np.int64(len(mfcc))
+        pad = np.zeros((self.lookahead, mfcc.shape[1]), np.float32)
+        out = []
+        for row in np.concatenate([mfcc, pad]):
+            (frame,) = self.step([state], row[None])
+            if frame is not None:
+                out.append(frame)
+        return out
+
     def step(
         self, states: list[MotionState], mfcc: np.ndarray, times: StageTimes | None = None
     ) -> list[FrameMotion | None]:

@@ -107,12 +107,10 @@ class RenderChecker:
             state = motion.new_state(self.avatar)
             state.z[:] = 0.0
             mfcc = offline_mfcc(np.zeros(int(16_000 * seconds)))
-            state.frame_count = np.int64(len(mfcc))
-            pad = np.zeros((motion.lookahead, mfcc.shape[1]), np.float32)
-            for row in np.concatenate([mfcc, pad]):
-                (m,) = motion.step([state], row[None])
-                if m is not None:
-                    frames.append(self.renderer.render(self.source, crop_to_pixels(m.keypoints)))
+            frames = [
+                self.renderer.render(self.source, crop_to_pixels(m.keypoints))
+                for m in motion.run(state, mfcc)
+            ]
         else:
             frames = [self._render(FaceCommand())[0]]
         values = [psnr(f, self.avatar.image) for f in frames]

@@ -20,18 +20,22 @@ def contact_sheet(frames: dict[str, np.ndarray], columns: int = 6, size: int = 2
     return np.concatenate(rows, axis=0)
 
 
-def decoded_frames(frames, picks: int = 12) -> dict[str, np.ndarray]:
-    """Decode encoded H.264 frames and keep ``picks`` evenly spaced ones, labelled by time."""
+def decode(frames, wanted: set[int]) -> dict[int, np.ndarray]:
+    """Decode encoded H.264 frames in order; keep the RGB pictures of the ``wanted`` indices."""
     import av
 
-    from spacelive import FRAME_RATE
-
-    wanted = set(np.linspace(0, len(frames) - 1, min(picks, len(frames))).round().astype(int))
     decoder = av.CodecContext.create("h264", "r")
     out = {}
     for f in frames:
         for picture in decoder.decode(av.Packet(f.data)):
             if f.frame_index in wanted:
-                label = f"frame {f.frame_index}  {f.frame_index / FRAME_RATE:.2f} s"
-                out[label] = picture.to_ndarray(format="rgb24")
+                out[f.frame_index] = picture.to_ndarray(format="rgb24")
     return out
+
+
+def decoded_frames(frames, picks: int = 12) -> dict[str, np.ndarray]:
+    """``picks`` evenly spaced decoded frames, labelled by time."""
+    from spacelive import FRAME_RATE
+
+    wanted = set(np.linspace(0, len(frames) - 1, min(picks, len(frames))).round().astype(int))
+    return {f"frame {k}  {k / FRAME_RATE:.2f} s": rgb for k, rgb in decode(frames, wanted).items()}

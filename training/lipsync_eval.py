@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spacelive.audio import N_MFCC, frame_count, offline_mfcc
+from spacelive.audio import frame_count, offline_mfcc
 from spacelive.face import Avatar
 from spacelive.motion import MotionModel
 from spacelive.training.alignment import Phone
@@ -105,15 +105,7 @@ def energy_baseline(mfcc: np.ndarray, identity: np.ndarray, fit: dict) -> np.nda
 
 def stream_landmarks(motion: MotionModel, avatar: Avatar, mfcc: np.ndarray) -> np.ndarray:
     """S2L landmarks (T, 110, 3) as the server computes them, frame by frame."""
-    state = motion.new_state(avatar)
-    state.frame_count = np.int64(len(mfcc))
-    out = []
-    pad = np.zeros((motion.lookahead, N_MFCC), np.float32)
-    for row in np.concatenate([mfcc, pad]):
-        (frame,) = motion.step([state], row[None])
-        if frame is not None:
-            out.append(frame.landmarks)
-    return np.array(out)
+    return np.array([frame.landmarks for frame in motion.run(motion.new_state(avatar), mfcc)])
 
 
 def evaluate(

@@ -17,10 +17,10 @@ pytestmark = pytest.mark.skipif(
 def test_training_voices_exclude_the_held_out_ones():
     keys = {v.key for v in training_voices()}
     assert not keys & HELD_OUT_VOICES
-    assert {"mbrola:us1", "flite:kal16", "flite:awb", "flite:rms"} <= keys
+    assert {"mbrola:us1", "flite:kal16", "flite:awb", "flite:rms", "espeak:en-us"} <= keys
 
 
-@pytest.mark.parametrize("key", ["mbrola:us1", "mbrola:de1", "flite:kal16"])
+@pytest.mark.parametrize("key", ["mbrola:us1", "mbrola:de1", "flite:kal16", "espeak:en-us", "espeak:fr"])
 def test_an_utterance_has_exact_timing_and_matching_frames(key):
     voice = next(v for v in training_voices() if v.key == key)
     u = utterance(voice, SentenceMaker(), np.random.default_rng(4))

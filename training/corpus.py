@@ -2,11 +2,14 @@
 
 Speech with exact phoneme timing from the training voices only: espeak-ng drives the mbrola
 voices through .pho files (every voice installed except ``us3``), and flite speaks with
-``kal16``, ``awb`` and ``rms`` (never ``slt``) and reports its own phone timing. Sentences are
+``kal16``, ``awb`` and ``rms`` (never ``slt``) and reports its own phone timing, and
+espeak-ng's own synthesizer (English, German, French, Spanish, with random female and male
+variants) reports phone timing through its library's events (`espeak.py`). Sentences are
 drawn from Debian word lists in the voice's language. Tempo and pitch vary per utterance
-(applied to the .pho itself, so timing stays exact), utterances join 1-3 sentences with
-silence gaps of varied length, and the audio is augmented as in the paper: equalization,
-loudness, noise and reverberation.
+(applied to the synthesis input, so timing stays exact), utterances join 1-3 sentences with
+silence gaps of varied length, a speed change shifts formants and pitch together (with the
+alignment rescaled), and the audio is augmented as in the paper: equalization, loudness,
+noise and reverberation.
 
 Each shard (``shard-NNNN.npz``) holds, per utterance, the 16 kHz audio as int16, the MFCC
 frames on the 30 fps clock, the articulation tracks of the teacher, and the alignment.
@@ -27,6 +30,7 @@ from scipy import signal
 
 from spacelive import MODEL_SAMPLE_RATE
 from spacelive.audio import offline_mfcc
+from spacelive.training import espeak
 from spacelive.training.alignment import (
     AlignmentError,
     Phone,
@@ -39,13 +43,15 @@ from spacelive.training.teacher import articulation
 log = logging.getLogger(__name__)
 
 MBROLA_DIR = Path("/usr/share/mbrola")
+VOCAL_TRACT_SHARE = 0.6
+ESPEAK_VOICES = {"en-us": "en", "en": "en", "de": "de", "fr": "fr", "es": "es"}
 HELD_OUT_VOICES = frozenset({"mbrola:us3", "flite:slt"})
 """Never used for training: they are kept for evaluation on unseen voices."""
 
 
 @dataclass(frozen=True, slots=True)
 class Voice:
-    engine: str  # "mbrola" or "flite"
+    engine: str  # "mbrola", "flite" or "espeak" (espeak-ng's own synthesizer)
     name: str
     language: str  # word list language
 
@@ -78,13 +84,15 @@ _FUNCTION_WORDS = {
 
 
 def training_voices() -> list[Voice]:
-    """Every installed training voice (mbrola voices but us3; flite kal16, awb, rms)."""
+    """Every installed training voice (mbrola voices but us3; flite kal16, awb, rms; espeak-ng's
+    own voices for five languages, each with random variants)."""
     voices = [
         Voice("mbrola", name, language)
         for name, language in _MBROLA_LANGUAGES.items()
         if (MBROLA_DIR / name / name).exists() and f"mbrola:{name}" not in HELD_OUT_VOICES
     ]
     voices += [Voice("flite", name, "en") for name in ("kal16", "awb", "rms")]
+    voices += [Voice("espeak", name, language) for name, language in ESPEAK_VOICES.items()]
     return [v for v in voices if v.key not in HELD_OUT_VOICES]
 
 
@@ -158,7 +166,7 @@ def synthesize(voice: Voice, text: str, rng: np.random.Generator) -> tuple[np.nd
         ).stdout
         samples, rate = _wav_samples(wav)
         phones = parse_pho(pho)
-    else:
+    elif voice.engine == "flite":
         with tempfile.NamedTemporaryFile(suffix=".wav") as out:
             timing = subprocess.run(
                 [
@@ -180,17 +188,46 @@ def synthesize(voice: Voice, text: str, rng: np.random.Generator) -> tuple[np.nd
                 check=True,
             ).stdout
             samples, rate = _wav_samples(Path(out.name).read_bytes())
-        phones = parse_flite(timing)
-        pad = np.zeros(int(lead * rate))
-        samples = np.concatenate([pad, samples, np.zeros(int(tail * rate))])
-        phones = merge_silences(
-            [Phone("SIL", 0.0, lead)]
-            + [Phone(p.phoneme, p.start_s + lead, p.end_s + lead) for p in phones]
-            + [Phone("SIL", phones[-1].end_s + lead, len(samples) / rate)]
+        samples, phones = _pad_with_silence(samples, rate, parse_flite(timing), lead, tail)
+    else:  # espeak-ng's own synthesizer, with a random voice variant of either sex
+        variant = rng.choice(espeak.FEMALE_VARIANTS + espeak.MALE_VARIANTS)
+        samples, rate, phones = espeak.speak(
+            f"{voice.name}+{variant}",
+            text,
+            rate_wpm=round(espeak.DEFAULT_RATE_WPM * tempo),
+            pitch=int(np.clip(50 * pitch + rng.normal(0, 10), 0, 100)),
         )
+        samples, phones = _pad_with_silence(samples, rate, phones, lead, tail)
     if rate != MODEL_SAMPLE_RATE:
         samples = signal.resample_poly(samples, MODEL_SAMPLE_RATE, rate)
     return samples.astype(np.float32), phones
+
+
+def _pad_with_silence(
+    samples: np.ndarray, rate: int, phones: list[Phone], lead_s: float, tail_s: float
+) -> tuple[np.ndarray, list[Phone]]:
+    """Silence before and after a sentence, with the alignment shifted to match."""
+    samples = np.concatenate([np.zeros(int(lead_s * rate)), samples, np.zeros(int(tail_s * rate))])
+    lead = int(lead_s * rate) / rate
+    phones = merge_silences(
+        [Phone("SIL", 0.0, lead)]
+        + [Phone(p.phoneme, p.start_s + lead, p.end_s + lead) for p in phones]
+        + [Phone("SIL", phones[-1].end_s + lead, len(samples) / rate)]
+    )
+    return samples, phones
+
+
+def change_vocal_tract(
+    samples: np.ndarray, phones: list[Phone], rng: np.random.Generator
+) -> tuple[np.ndarray, list[Phone]]:
+    """Play the speech a little faster or slower (factor 0.87-1.15): formants and pitch
+    shift together, as between a longer and a shorter vocal tract, and the alignment is
+    rescaled with it, so timing stays exact. The synthetic voices are few; this spreads them."""
+    speed = rng.uniform(0.87, 1.15)
+    up, down = 200, round(200 * speed)
+    samples = signal.resample_poly(samples, up, down)
+    scale = up / down
+    return samples, [Phone(p.phoneme, p.start_s * scale, p.end_s * scale) for p in phones]
 
 
 def augment(samples: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -233,7 +270,10 @@ def utterance(voice: Voice, sentences: SentenceMaker, rng: np.random.Generator) 
         pieces.append(samples)
         phones += [Phone(p.phoneme, p.start_s + t, p.end_s + t) for p in sentence_phones]
         t += len(samples) / MODEL_SAMPLE_RATE
-    audio = augment(np.concatenate(pieces), rng)
+    audio = np.concatenate(pieces)
+    if rng.random() < VOCAL_TRACT_SHARE:
+        audio, phones = change_vocal_tract(audio, phones, rng)
+    audio = augment(audio, rng)
     duration = len(audio) / MODEL_SAMPLE_RATE
     mfcc = offline_mfcc(audio)
     tracks = articulation(phones, duration).values

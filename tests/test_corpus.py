@@ -20,7 +20,9 @@ def test_training_voices_exclude_the_held_out_ones():
     assert {"mbrola:us1", "flite:kal16", "flite:awb", "flite:rms", "espeak:en-us"} <= keys
 
 
-@pytest.mark.parametrize("key", ["mbrola:us1", "mbrola:de1", "flite:kal16", "espeak:en-us", "espeak:fr"])
+@pytest.mark.parametrize(
+    "key", ["mbrola:us1", "mbrola:de1", "flite:kal16", "espeak:en-us", "espeak:fr"]
+)
 def test_an_utterance_has_exact_timing_and_matching_frames(key):
     voice = next(v for v in training_voices() if v.key == key)
     u = utterance(voice, SentenceMaker(), np.random.default_rng(4))

@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_render.add_argument(
         "--portrait",
         action="append",
-        help="astronaut, grace_hopper, cameraman or an image path (repeatable; default: the three)",
+        help="astronaut, grace_hopper, ada_lovelace or an image path (repeatable; default: all)",
     )
     engine_options(eval_render)
     eval_render.set_defaults(run=_cmd_eval_render)

@@ -39,6 +39,7 @@ THRESHOLDS = {
     "pose_rms_deg": 3.0,
 }
 
+PORTRAITS = Path(__file__).resolve().parent / "assets" / "portraits"
 # Eye aspect ratio points: (corner, top, top, corner, bottom, bottom) per eye.
 _EAR_POINTS = ((33, 160, 158, 133, 153, 144), (362, 385, 387, 263, 373, 380))
 
@@ -218,7 +219,8 @@ class RenderChecker:
 
 
 def standard_portraits() -> dict[str, bytes]:
-    """Public-domain portraits shipped in registry packages (scikit-image, matplotlib)."""
+    """Public-domain portraits shipped in registry packages (scikit-image, matplotlib; Ada
+    Lovelace from matplotlib 3.3.4's sample data, kept in the repo: see its README)."""
     import matplotlib.cbook
     import skimage.data
     from PIL import Image
@@ -232,9 +234,7 @@ def standard_portraits() -> dict[str, bytes]:
     return {
         "astronaut": png(skimage.data.astronaut()),  # NASA; mouth open, teeth showing
         "grace_hopper": hopper.read_bytes(),  # US Navy
-        "cameraman": png(
-            np.repeat(skimage.data.camera()[..., None], 3, axis=2)
-        ),  # LoC; turned head
+        "ada_lovelace": (PORTRAITS / "ada_lovelace.jpg").read_bytes(),  # head turned ~29 deg
     }
 
 

@@ -48,6 +48,8 @@ SIGMA_FACE_FRACTION = 0.04
 """Kernel width of the global flow as a fraction of the face size."""
 BACKGROUND_WEIGHT = 0.1
 """Weight of the zero-flow background term, relative to one keypoint at distance 0."""
+MOVING_PX = 1e-3
+"""Global flow below this (in pixels) is the identity: those pixels are copied, not resampled."""
 REST_TOLERANCE_PX = 0.25
 """A mouth or eye whose contours are within this of the portrait's, in the feature's own
 frame, is at rest: the global warp renders it exactly and its layer is skipped."""
@@ -204,9 +206,20 @@ class WarpRenderer:
             features=_source_features(kp),
         )
 
-    def sample_map(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray:
-        """The global layer: (512, 512, 2) float32 source coordinates for every output pixel."""
-        driving = np.asarray(kp_driving_px, dtype=np.float32)[_GLOBAL, :2]
+    def sample_map(
+        self,
+        source: RenderSource,
+        kp_driving_px: np.ndarray,
+        window: tuple[int, int, int, int] = (0, FRAME_SIZE, 0, FRAME_SIZE),
+    ) -> np.ndarray:
+        """The global layer: (y1 - y0, x1 - x0, 2) float32 source coordinates for the output
+        pixels of ``window`` (y0, y1, x0, x1); the whole frame by default."""
+        driving = np.asarray(kp_driving_px, dtype=np.float32)
+        return self._upsample_flow(self._coarse_flow(source, driving), window)
+
+    def _coarse_flow(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray:
+        """(GRID + 2, GRID + 2, 2) source coordinates at the centres of the padded grid."""
+        driving = kp_driving_px[_GLOBAL, :2]
         displacement = (source.kp_source_px[_GLOBAL, :2] - driving).astype(np.float64)
         cell = FRAME_SIZE / GRID
         pos = np.clip(driving / cell - 0.5, 0, GRID - 1.001)
@@ -244,9 +257,59 @@ class WarpRenderer:
             field += smooth(displacement - at_points(field)) / norm
         coarse = self._coarse_base.copy()
         coarse[1:-1, 1:-1] += field
-        size = FRAME_SIZE + 2 * self._pad
-        full = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_LINEAR)
-        return np.ascontiguousarray(full[self._pad : -self._pad, self._pad : -self._pad])
+        return coarse
+
+    def _upsample_flow(self, coarse: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
+        """Bilinear upsampling of the coarse map, only for the pixels of ``window``: the cells
+        it needs (one more on each side) are resized alone and give the same values as
+        resizing the whole grid."""
+        y0, y1, x0, x1 = window
+        cell = self._pad
+        cy0, cx0 = y0 // cell, x0 // cell
+        cy1, cx1 = min((y1 - 1) // cell + 3, GRID + 2), min((x1 - 1) // cell + 3, GRID + 2)
+        crop = coarse[cy0:cy1, cx0:cx1]
+        full = cv2.resize(
+            crop, ((cx1 - cx0) * cell, (cy1 - cy0) * cell), interpolation=cv2.INTER_LINEAR
+        )
+        oy, ox = (cy0 - 1) * cell, (cx0 - 1) * cell
+        return np.ascontiguousarray(full[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
+
+    def _moving_window(self, coarse: np.ndarray, driving: np.ndarray):
+        """The cell-aligned box (y0, y1, x0, x1) outside which nothing moves: the global flow
+        there is below MOVING_PX and no feature layer reaches it. None when nothing moves."""
+        shift = np.abs(coarse[1:-1, 1:-1] - self._coarse_base[1:-1, 1:-1]).max(axis=-1)
+        rows, cols = np.nonzero(shift > MOVING_PX)
+        cell = self._pad
+        boxes = []
+        if len(rows):  # upsampling blends each cell with its neighbours: one cell more
+            boxes.append(
+                (
+                    (rows.min() - 1) * cell,
+                    (rows.max() + 2) * cell,
+                    (cols.min() - 1) * cell,
+                    (cols.max() + 2) * cell,
+                )
+            )
+        for points, margin in _layer_reach(driving):
+            boxes.append(
+                (
+                    points[:, 1].min() - margin,
+                    points[:, 1].max() + margin,
+                    points[:, 0].min() - margin,
+                    points[:, 0].max() + margin,
+                )
+            )
+        if not boxes:
+            return None
+        y0, y1, x0, x1 = np.array(boxes, np.float64).T
+        snap = lambda lo, hi: (  # noqa: E731
+            int(np.clip(np.floor(lo.min() / cell) * cell, 0, FRAME_SIZE)),
+            int(np.clip(np.ceil(hi.max() / cell) * cell, 0, FRAME_SIZE)),
+        )
+        (top, bottom), (left, right) = snap(y0, y1), snap(x0, x1)
+        if bottom <= top or right <= left:
+            return None
+        return top, bottom, left, right
 
     def render(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray:
         """kp_driving_px: (478, >=2) pixels -> (512, 512, 3) uint8 frame."""
@@ -255,11 +318,17 @@ class WarpRenderer:
             raise ValueError("driving keypoints contain NaN or infinity")
         if np.abs(source.kp_source_px[:, :2] - driving[:, :2]).max() < 1e-3:
             return source.image.copy()  # the rest pose: nothing moves, nothing to resample
-        sample = self.sample_map(source, driving)
+        coarse = self._coarse_flow(source, driving)
+        window = self._moving_window(coarse, driving)
+        if window is None:
+            return source.image.copy()
+        sample = _Window(window, self._upsample_flow(coarse, window))
         paint = [self._mouth(source, driving, sample)]
         paint += [self._eye(source, driving, eye, sample) for eye in EYES]
-        frame = cv2.remap(
-            source.image, sample, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        frame = source.image.copy()
+        y0, y1, x0, x1 = window
+        frame[y0:y1, x0:x1] = cv2.remap(
+            source.image, sample.xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
         for layer in paint:
             if layer is not None:
@@ -297,18 +366,19 @@ class WarpRenderer:
         return [stacked[..., i] for i in range(len(half))]
 
     @staticmethod
-    def _blend(sample: np.ndarray, box, weight, tx, ty) -> None:
+    def _blend(sample: "_Window", box, weight, tx, ty) -> None:
         y0, y1, x0, x1 = box
-        roi = sample[y0:y1, x0:x1]
+        wy, wx = sample.window[0], sample.window[2]
+        roi = sample.xy[y0 - wy : y1 - wy, x0 - wx : x1 - wx]
         roi[..., 0] += weight * (tx - roi[..., 0])
         roi[..., 1] += weight * (ty - roi[..., 1])
 
-    def _mouth(self, source: RenderSource, driving: np.ndarray, sample: np.ndarray):
+    def _mouth(self, source: RenderSource, driving: np.ndarray, sample: "_Window"):
         feature = source.features["mouth"]
         f_src = feature.frame
         f_drv = _Frame.between(driving[MOUTH_CORNERS[0]], driving[MOUTH_CORNERS[1]])
         band = MOUTH_BAND * f_drv.half
-        found = self._roi(driving[UPPER_OUTER_LIP + LOWER_OUTER_LIP], band + 2)
+        found = self._roi(driving[UPPER_OUTER_LIP + LOWER_OUTER_LIP], _mouth_margin(f_drv))
         if found is None:
             return None
         drv_tables = _profile_tables(f_drv, [driving[c] for c in _LIPS])
@@ -381,13 +451,13 @@ class WarpRenderer:
         sx, sy = f_src.pixels(u[use], depth)
         return use, _sample(source.image, sx[None], sy[None])[0]
 
-    def _eye(self, source: RenderSource, driving: np.ndarray, eye, sample: np.ndarray):
+    def _eye(self, source: RenderSource, driving: np.ndarray, eye, sample: "_Window"):
         name, upper, lower, iris = eye
         feature = source.features[name]
         f_src = feature.frame
         f_drv = _Frame.between(driving[upper[0]], driving[upper[-1]])
         lid_band, lower_band = LID_BAND * f_drv.half, LOWER_LID_BAND * f_drv.half
-        found = self._roi(np.concatenate([driving[upper], driving[lower]]), lid_band + 2)
+        found = self._roi(np.concatenate([driving[upper], driving[lower]]), _eye_margin(f_drv))
         if found is None:
             return None
         drv_tables = _profile_tables(f_drv, [driving[upper], driving[lower]])
@@ -446,6 +516,32 @@ class WarpRenderer:
                 ball += iris_alpha[..., None] * (_sample(source.image, ix, iy) - ball)
             return box, ball, opening
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """The part of the frame that moves: its box (y0, y1, x0, x1) and its sample map."""
+
+    window: tuple[int, int, int, int]
+    xy: np.ndarray  # (y1 - y0, x1 - x0, 2) float32 source coordinates
+
+
+def _mouth_margin(frame: _Frame) -> float:
+    return MOUTH_BAND * frame.half + 2
+
+
+def _eye_margin(frame: _Frame) -> float:
+    return LID_BAND * frame.half + 2
+
+
+def _layer_reach(driving: np.ndarray) -> list[tuple[np.ndarray, float]]:
+    """(points, margin) of every feature layer: the boxes they may re-map (see ``_roi``)."""
+    mouth = _Frame.between(driving[MOUTH_CORNERS[0]], driving[MOUTH_CORNERS[1]])
+    reach = [(driving[UPPER_OUTER_LIP + LOWER_OUTER_LIP], _mouth_margin(mouth) + 2)]
+    for _, upper, lower, _ in EYES:
+        eye = _Frame.between(driving[upper[0]], driving[upper[-1]])
+        reach.append((driving[upper + lower], _eye_margin(eye) + 2))
+    return reach
 
 
 def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -130,7 +130,8 @@ class FaceRig:
             f[iris, :2] += target - centre[:2]
         if command.blink > 0:
             closed = np.clip(command.blink, 0.0, 1.0)
-            # The upper lid travels most of the way to the lower lid, which rises a little.
-            meet = 0.8 * f[inner_lower, 1] + 0.2 * f[inner_upper, 1]
-            f[inner_upper, 1] += closed * (meet - f[inner_upper, 1])
-            f[inner_lower, 1] += closed * (meet - f[inner_lower, 1])
+            # The upper lid travels most of the way to the lower lid, which rises a little;
+            # they meet in depth too, or a turned or tilted head shows a gap between them.
+            meet = 0.8 * f[inner_lower, 1:] + 0.2 * f[inner_upper, 1:]
+            f[inner_upper, 1:] += closed * (meet - f[inner_upper, 1:])
+            f[inner_lower, 1:] += closed * (meet - f[inner_lower, 1:])

@@ -67,7 +67,7 @@ _LAYERED = sorted(
 _GLOBAL = np.setdiff1d(np.arange(478), _LAYERED)
 
 CAVITY_RGB = np.array([52.0, 20.0, 22.0])
-DEFAULT_TEETH_RGB = np.array([242.0, 236.0, 222.0])
+DEFAULT_TEETH_RGB = np.array([214.0, 205.0, 190.0])
 _TOOTH_EDGES = np.array([0.0, 0.17, 0.33, 0.47, 0.59, 0.70, 0.80])
 _SEAM_SHADE = np.where(
     np.abs(np.interp(np.linspace(0, 1, 256), _TOOTH_EDGES, np.arange(7.0)) % 1.0 - 0.5) > 0.44,
@@ -576,8 +576,8 @@ def _mouth_interior(u, from_upper, from_lower, opening, half, teeth_rgb) -> np.n
     All arguments are (n,) per pixel but ``half`` and ``teeth_rgb``."""
     au = np.abs(u)
     corner_shade = np.clip(1.0 - 0.45 * au * au, 0.3, 1.0)
-    upper_height = np.minimum(0.3 * half, 0.8 * opening)
-    lower_height = np.minimum(0.22 * half, 0.3 * opening)
+    upper_height = np.minimum(0.3 * half, 0.5 * opening)
+    lower_height = np.minimum(0.22 * half, 0.25 * opening)
     upper = (from_upper < upper_height) & (au < 0.8)
     lower = (from_lower < lower_height) & (au < 0.62) & ~upper
     # Tooth boundaries: a faint seam every tooth width, widest at the centre.

@@ -11,7 +11,8 @@ Streaming runs S2L autoregressively on its own output, so part of the batches (`
 feed the model's own free-running predictions as the previous frames instead of the teacher's:
 trained on teacher frames alone, it drifts once it hears itself.
 
-Checkpoints (resumable), a CSV log and a loss-curve PNG go to the output folder.
+A progress bar (on a terminal), checkpoints (resumable), a CSV log and a loss-curve PNG go to
+the output folder.
 """
 
 import csv
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from spacelive.landmarks import EMOTIONS
 from spacelive.models.audio_encoder import AudioEncoder
@@ -163,13 +165,14 @@ def train(data: Path, out: Path, config: TrainConfig, init_from: Path | None = N
         rng.bit_generator.state = rng_state
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     log_path = out / "log.csv"
-    new_log = not log_path.exists() or step == 0
-    log_file = log_path.open("w" if new_log else "a", newline="")
+    kept = _log_rows_up_to(log_path, step)  # rows past the checkpoint are redone
+    log_file = log_path.open("w", newline="")
     writer = csv.writer(log_file)
-    if new_log:
-        writer.writerow(["step", "loss", "position", "velocity", "lr", "seconds"])
+    writer.writerow(LOG_COLUMNS)
+    writer.writerows(kept)
     t0, start_step = time.perf_counter(), step
     model.train()
+    bar = tqdm(total=config.steps, initial=step, unit="step", desc="S2L", disable=None)
     while step < config.steps:
         mfcc, rest, emotion, target = sample_batch(corpus, bank, rng, config)
         previous = target + config.input_noise * torch.randn_like(target)
@@ -187,6 +190,8 @@ def train(data: Path, out: Path, config: TrainConfig, init_from: Path | None = N
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{learning_rate(step, config):.1e}")
         writer.writerow(
             [
                 step,
@@ -209,6 +214,7 @@ def train(data: Path, out: Path, config: TrainConfig, init_from: Path | None = N
                 (time.perf_counter() - t0) / max(step - start_step, 1),
             )
         if step % config.checkpoint_every == 0 or step == config.steps:
+            log_file.flush()
             torch.save(
                 {
                     "model": model.state_dict(),
@@ -220,8 +226,21 @@ def train(data: Path, out: Path, config: TrainConfig, init_from: Path | None = N
                 checkpoint,
             )
             plot_losses(log_path, out / "loss.png")
+    bar.close()
     log_file.close()
     return {"steps": step, "corpus_hours": corpus.hours, "final_loss": float(loss.item())}
+
+
+LOG_COLUMNS = ["step", "loss", "position", "velocity", "lr", "seconds"]
+
+
+def _log_rows_up_to(log_path: Path, step: int) -> list[list[str]]:
+    """The CSV log's rows for steps 1..step (a resumed run redoes the steps after its
+    checkpoint, so their rows are dropped rather than duplicated)."""
+    if step == 0 or not log_path.exists():
+        return []
+    rows = list(csv.reader(log_path.open()))[1:]
+    return [r for r in rows if r and int(r[0]) <= step]
 
 
 def plot_losses(log_path: Path, png: Path) -> None:

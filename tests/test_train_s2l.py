@@ -1,0 +1,73 @@
+"""S2L training mechanics on a tiny model: checkpoints, resume, CSV log, loss curve."""
+
+import csv
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from spacelive.training.alignment import Phone  # noqa: E402
+from spacelive.training.corpus import write_shard  # noqa: E402
+from spacelive.training.teacher import PARAMETERS  # noqa: E402
+from spacelive.training.train_s2l import TrainConfig, train  # noqa: E402
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """A shard of random features and smooth random tracks: enough to exercise training."""
+    rng = np.random.default_rng(0)
+    utterances = []
+    for frames in (50, 80, 20):  # one shorter than the window: padded with its last frame
+        tracks = np.clip(np.cumsum(rng.normal(0, 0.05, (frames, len(PARAMETERS))), 0), 0, 1)
+        utterances.append(
+            {
+                "voice": "mbrola:us1",
+                "audio": np.zeros(frames * 533, np.float32),
+                "mfcc": rng.normal(0, 1, (frames, 40)).astype(np.float32),
+                "tracks": tracks.astype(np.float32),
+                "phones": [Phone("SIL", 0.0, frames / 30)],
+            }
+        )
+    (tmp_path / "corpus").mkdir()
+    write_shard(tmp_path / "corpus" / "shard-0000.npz", utterances)
+    return tmp_path / "corpus"
+
+
+def config(steps: int) -> TrainConfig:
+    return TrainConfig(
+        width="tiny", steps=steps, batch=2, window=30, checkpoint_every=2, self_feed=0.5, seed=1
+    )
+
+
+def test_training_checkpoints_logs_and_resumes(corpus, tmp_path):
+    out = tmp_path / "run"
+    first = train(corpus, out, config(4))
+    assert first["steps"] == 4 and np.isfinite(first["final_loss"])
+    assert (out / "checkpoint.pt").exists() and (out / "loss.png").stat().st_size > 0
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 4
+
+    resumed = train(corpus, out, config(6))  # picks up at step 4, runs 2 more
+    assert resumed["steps"] == 6
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+
+
+def test_fine_tuning_starts_from_another_run(corpus, tmp_path):
+    train(corpus, tmp_path / "base", config(2))
+    base = torch.load(tmp_path / "base" / "checkpoint.pt", weights_only=False)["model"]
+    summary = train(
+        corpus, tmp_path / "tuned", config(2), init_from=tmp_path / "base" / "checkpoint.pt"
+    )
+    assert summary["steps"] == 2
+    tuned = torch.load(tmp_path / "tuned" / "checkpoint.pt", weights_only=False)["model"]
+    assert tuned.keys() == base.keys()
+
+
+def test_held_out_voices_are_refused(corpus, tmp_path):
+    data = dict(np.load(corpus / "shard-0000.npz"))
+    data["voices"] = np.array(["flite:slt"] * len(data["voices"]))
+    np.savez(corpus / "shard-0000.npz", **data)
+    with pytest.raises(ValueError, match="held-out voice"):
+        train(corpus, tmp_path / "run", config(2))

@@ -135,7 +135,8 @@ class _Engine:
             self.lib.espeak_SetParameter(_PARAMETER_PITCH, pitch, 0)
             self.chunks, self.events = [], []
             data = text.encode()
-            self.lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, 0, None, None)
+            if self.lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, 0, None, None) != 0:
+                raise RuntimeError(f"espeak-ng could not synthesize {text[:40]!r}")
             self.lib.espeak_Synchronize()
             chunks, events = self.chunks, self.events
         audio = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
@@ -143,6 +144,7 @@ class _Engine:
 
 
 _engine: _Engine | None = None
+_engine_lock = threading.Lock()
 
 
 def speak(
@@ -152,8 +154,9 @@ def speak(
     sample rate, alignment in ARPAbet). Pauses of SHORTEST_PAUSE_S or longer and the stretch
     before the first phone are silence; each phone ends where the next event begins."""
     global _engine
-    if _engine is None:
-        _engine = _Engine()
+    with _engine_lock:
+        if _engine is None:
+            _engine = _Engine()
     samples, events = _engine.speak(voice, text, rate_wpm, pitch)
     duration = len(samples) / _engine.rate
     starts = [min(ms / 1000, duration) for ms, _ in events] + [duration]

@@ -36,7 +36,12 @@ def _configure_logging(level: str, as_json: bool) -> None:
 def _engine_config(args):
     from spacelive.engine import EngineConfig
 
-    return EngineConfig(models=Path(args.models), backend=args.backend, threads=args.threads)
+    return EngineConfig(
+        models=Path(args.models),
+        backend=args.backend,
+        threads=args.threads,
+        renderer=args.renderer,
+    )
 
 
 def _cmd_serve(args) -> int:
@@ -272,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--backend", default="cpu", choices=["cpu", "cuda", "tensorrt"])
         p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per stage call")
+        p.add_argument(
+            "--renderer",
+            default="numpy",
+            choices=["numpy", "onnx"],
+            help="numpy: OpenCV on the CPU (fastest there); onnx: its ONNX twin on --backend "
+            "(for GPU hosts)",
+        )
 
     serve = sub.add_parser("serve", help="run the websocket server")
     serve.add_argument("--host", default="127.0.0.1")

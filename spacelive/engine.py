@@ -9,7 +9,8 @@ import numpy as np
 
 from spacelive.face import Avatar
 from spacelive.motion import MotionModel
-from spacelive.renderer import WarpRenderer
+from spacelive.renderer import Renderer, WarpRenderer
+from spacelive.renderer_onnx import OnnxRenderer
 from spacelive.runners import load_stages
 from spacelive.session import StreamSession
 
@@ -27,6 +28,7 @@ class EngineConfig:
     models: Path = DEFAULT_MODELS
     backend: str = "cpu"
     threads: int = 1  # ONNX Runtime intra-op threads per stage call
+    renderer: str = "numpy"  # "numpy" (CPU, OpenCV) or "onnx" (its twin, on ``backend``)
 
 
 class Engine:
@@ -34,7 +36,13 @@ class Engine:
         self.config = config
         self.stages = load_stages(config.models, config.backend, config.threads)
         self.motion = MotionModel(self.stages)
-        self.renderer = WarpRenderer()
+        self.renderer: Renderer
+        if config.renderer == "numpy":
+            self.renderer = WarpRenderer()
+        elif config.renderer == "onnx":
+            self.renderer = OnnxRenderer(backend=config.backend, threads=config.threads)
+        else:
+            raise ValueError(f"unknown renderer {config.renderer!r}; use 'numpy' or 'onnx'")
 
     def open_session(
         self,

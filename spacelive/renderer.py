@@ -21,11 +21,13 @@ A keypoint-driven backward warp with synthesized content where a warp cannot inv
 The feature maps are computed on a half-resolution grid and upsampled (they are piecewise
 linear in position); edges (inner lips, lids, iris) are cut at full resolution.
 
-Everything is numpy/OpenCV on one CPU core (``benchmarks/renderer.py``). A GPU form would port
-the same array program to torch and export it with a 4-D GridSample.
+This is the CPU renderer: numpy/OpenCV on one core (``benchmarks/renderer.py``), resampling only
+the window of the frame that moves. GPU hosts run its ONNX twin (``renderer_onnx.py``,
+``export/renderer_graph.py``): the same program on whole frames, fed by ``frame_inputs``.
 """
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -104,6 +106,9 @@ class _Frame:
         rx, ry = x - self.ox, y - self.oy
         return (rx * self.ux + ry * self.uy) / self.half, ry * self.ux - rx * self.uy
 
+    def astuple(self) -> tuple[float, float, float, float, float]:
+        return self.ox, self.oy, self.ux, self.uy, self.half
+
     def pixels(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         along = u * self.half
         return self.ox + along * self.ux - v * self.uy, self.oy + along * self.uy + v * self.ux
@@ -163,6 +168,14 @@ class RenderSource:
     teeth_rgb: np.ndarray  # (3,) float32
     shows_teeth: bool  # the portrait's own teeth can be reused
     features: dict[str, _SourceFeature]
+
+
+class Renderer(Protocol):
+    """What sessions need of a renderer: ``WarpRenderer`` or its ONNX twin."""
+
+    def prepare(self, image: np.ndarray, kp_source_px: np.ndarray) -> RenderSource: ...
+
+    def render(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray: ...
 
 
 class WarpRenderer:
@@ -340,6 +353,51 @@ class WarpRenderer:
                     np.uint8
                 )
         return frame
+
+    def frame_inputs(self, source: RenderSource, kp_driving_px: np.ndarray) -> dict:
+        """The small per-frame inputs of the renderer's ONNX twin (``renderer_onnx``): the
+        coarse global flow and, per feature, its source and driving frames, contour profiles
+        and whether it moved. The twin does the per-pixel work of ``render`` from these."""
+        driving = np.asarray(kp_driving_px, dtype=np.float32)
+        mouth = source.features["mouth"]
+        f_drv = _Frame.between(driving[MOUTH_CORNERS[0]], driving[MOUTH_CORNERS[1]])
+        mouth_tables = _profile_tables(f_drv, [driving[c] for c in _LIPS])
+        mouth_moved = (
+            np.abs(mouth_tables - mouth.tables * (f_drv.half / mouth.frame.half)).max()
+            >= REST_TOLERANCE_PX
+        )
+        eye_frames, eye_tables, irises, eye_moved, iris_moved = [], [], [], [], []
+        for name, upper, lower, iris in EYES:
+            feature = source.features[name]
+            e_drv = _Frame.between(driving[upper[0]], driving[upper[-1]])
+            tables = _profile_tables(e_drv, [driving[upper], driving[lower]])
+            centre_d, centre_s = driving[iris[0], :2], source.kp_source_px[iris[0], :2]
+            cu_d, cv_d = e_drv.local(centre_d[0], centre_d[1])
+            cu_s, cv_s = feature.frame.local(centre_s[0], centre_s[1])
+            scale = e_drv.half / feature.frame.half
+            iris_off = (
+                abs(cu_d - cu_s) * e_drv.half >= REST_TOLERANCE_PX
+                or abs(cv_d - cv_s * scale) >= REST_TOLERANCE_PX
+            )
+            lids_off = np.abs(tables - feature.tables * scale).max() >= REST_TOLERANCE_PX
+            eye_frames.append([feature.frame.astuple(), e_drv.astuple()])
+            eye_tables.append([feature.tables, tables])
+            irises.append([centre_s, centre_d, [feature.iris_radius, 0.0]])
+            eye_moved.append(lids_off or iris_off)
+            iris_moved.append(iris_off)
+        f32 = lambda a: np.asarray(a, np.float32)[None]  # noqa: E731  batch of one
+        return {
+            "coarse": f32(self._coarse_flow(source, driving)),
+            "mouth_frames": f32([mouth.frame.astuple(), f_drv.astuple()]),
+            "mouth_tables": f32([mouth.tables, mouth_tables]),
+            "mouth_moved": f32([float(mouth_moved)]),
+            "teeth": f32([*source.teeth_rgb, float(source.shows_teeth)]),
+            "eye_frames": f32(eye_frames),
+            "eye_tables": f32(eye_tables),
+            "irises": f32(irises),
+            "eye_moved": f32(eye_moved),
+            "iris_moved": f32(iris_moved),
+        }
 
     # -- layers ------------------------------------------------------------------------------
 
@@ -565,7 +623,7 @@ def _teeth_colour(image: np.ndarray, kp: np.ndarray) -> np.ndarray | None:
     if len(pixels) >= 30:
         brightness = pixels.mean(axis=1)
         bright = pixels[brightness > np.percentile(brightness, 60)]
-        if bright.mean() > 120 and np.ptp(bright.mean(axis=0)) < 60:
+        if len(bright) and bright.mean() > 120 and np.ptp(bright.mean(axis=0)) < 60:
             return bright.mean(axis=0)
     return None
 

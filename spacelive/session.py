@@ -13,7 +13,7 @@ import numpy as np
 from spacelive.audio import N_MFCC, MfccStreamer, Resampler, frame_count
 from spacelive.face import Avatar, crop_to_pixels
 from spacelive.motion import FrameMotion, MotionModel
-from spacelive.renderer import WarpRenderer
+from spacelive.renderer import Renderer
 from spacelive.timing import StageTimes
 from spacelive.video import EncodedFrame, H264Encoder
 
@@ -35,7 +35,7 @@ class StreamSession:
     def __init__(
         self,
         motion: MotionModel,
-        renderer: WarpRenderer,
+        renderer: Renderer,
         avatar: Avatar,
         sample_rate: int,
         emotion: np.ndarray | None = None,

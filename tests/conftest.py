@@ -14,6 +14,18 @@ from spacelive.engine import Engine, EngineConfig
 from spacelive.face import FaceAnalyzer
 
 
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests run only where ONNX Runtime has its CUDA provider (a GPU host)."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU and onnxruntime-gpu")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def portrait_bytes(name: str) -> bytes:
     """Public-domain portraits shipped in registry packages, as PNG/JPEG bytes."""
     if name == "astronaut":

@@ -140,3 +140,32 @@ def test_untrained_l2l_is_bridged_by_the_landmark_transfer(tmp_path, avatar):
     assert moved[17, 1] > 0.02 and abs(moved[0, 1]) < 1e-6  # lower lip moves, upper lip stays
     frames = session.feed(pcm_s16le(speechlike(1.0, seed=3))) + session.flush()
     assert len(frames) == 30 and len({f.data for f in frames[1:]}) > 10
+
+
+def test_the_onnx_renderer_gives_the_same_stream(tiny_models, engine, avatar):
+    """`--renderer onnx` (the GPU hosts' renderer, here on the CPU provider) streams the frames
+    of the numpy renderer up to rounding."""
+    from spacelive.engine import Engine, EngineConfig
+    from spacelive.sheet import decode
+
+    pcm = pcm_s16le(speechlike(1.0, seed=3))
+    twin = Engine(EngineConfig(models=tiny_models, renderer="onnx"))
+    everything = set(range(30))
+    a = decode(run_session(engine, avatar, pcm, [3200] * 10), everything)
+    b = decode(run_session(twin, avatar, pcm, [3200] * 10), everything)
+    assert sorted(a) == sorted(b) == list(range(30))
+    for k in everything:
+        mse = np.mean((a[k].astype(float) - b[k].astype(float)) ** 2)
+        assert 10 * np.log10(255**2 / max(mse, 1e-9)) >= 38.0, k  # after H.264 on both sides
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "tensorrt"])
+def test_gpu_backends_step_like_the_cpu(tiny_models, engine, avatar, backend):
+    from spacelive.engine import Engine, EngineConfig
+
+    pcm = pcm_s16le(speechlike(1.0, seed=4))
+    gpu = Engine(EngineConfig(models=tiny_models, backend=backend, renderer="onnx"))
+    cpu_frames = run_session(engine, avatar, pcm, [3200] * 10)
+    gpu_frames = run_session(gpu, avatar, pcm, [3200] * 10)
+    assert [f.frame_index for f in gpu_frames] == [f.frame_index for f in cpu_frames]

@@ -1,0 +1,40 @@
+"""The renderer's ONNX twin behind the CPU renderer's interface, for GPU hosts.
+
+``WarpRenderer`` (numpy/OpenCV) is the renderer on CPU hosts: it only touches the pixels that
+move and costs a few milliseconds on one core. On a GPU host the per-pixel work runs as one
+ONNX graph (``export/renderer_graph.py``, shipped as ``assets/renderer.onnx``) through ONNX
+Runtime's CUDA or TensorRT providers; the CPU still computes the small per-frame inputs
+(``WarpRenderer.frame_inputs``). Both give the same frames up to rounding (a test holds them
+together).
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from spacelive.renderer import RenderSource, WarpRenderer
+from spacelive.runners import StageRunner
+
+RENDERER_GRAPH = Path(__file__).resolve().parent / "assets" / "renderer.onnx"
+
+
+class OnnxRenderer:
+    """Same interface as ``WarpRenderer``: ``prepare`` once per avatar, ``render`` per frame."""
+
+    def __init__(self, path: Path = RENDERER_GRAPH, backend: str = "cpu", threads: int = 1):
+        self._cpu = WarpRenderer()
+        self._graph = StageRunner(Path(path), backend, threads)
+
+    def prepare(self, image: np.ndarray, kp_source_px: np.ndarray) -> RenderSource:
+        return self._cpu.prepare(image, kp_source_px)
+
+    def render(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray:
+        """kp_driving_px: (478, >=2) pixels -> (512, 512, 3) uint8 frame."""
+        driving = np.asarray(kp_driving_px, dtype=np.float32)
+        if not np.all(np.isfinite(driving)):
+            raise ValueError("driving keypoints contain NaN or infinity")
+        if np.abs(source.kp_source_px[:, :2] - driving[:, :2]).max() < 1e-3:
+            return source.image.copy()
+        inputs = self._cpu.frame_inputs(source, driving)
+        inputs["image"], inputs["clean"] = source.image[None], source.clean[None]
+        return self._graph.run(inputs)["frame"][0]

@@ -27,20 +27,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 def portrait_bytes(name: str) -> bytes:
-    """Public-domain portraits shipped in registry packages, as PNG/JPEG bytes."""
-    if name == "astronaut":
-        import skimage.data
+    """The standard public-domain portraits (astronaut, grace_hopper, ada_lovelace) as bytes."""
+    from spacelive.render_checks import standard_portraits
 
-        buffer = io.BytesIO()
-        Image.fromarray(skimage.data.astronaut()).save(buffer, "PNG")
-        return buffer.getvalue()
-    if name == "grace_hopper":
-        import matplotlib.cbook
-
-        return Path(
-            matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-        ).read_bytes()
-    raise KeyError(name)
+    return standard_portraits()[name]
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

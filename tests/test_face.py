@@ -30,6 +30,16 @@ def test_portraits_become_avatars(analyzer, name):
     assert abs(yaw) < 15 and abs(roll) < 15
 
 
+def test_a_turned_head_is_measured_as_turned(analyzer):
+    """Ada Lovelace looks about 25-30 degrees to the side; frontalization still puts her ears
+    2 apart."""
+    avatar = analyzer.analyze(portrait_bytes("ada_lovelace"))
+    yaw, _, roll = avatar.pose.angles_deg()
+    assert 18 < abs(yaw) < 35 and abs(roll) < 15
+    ears = avatar.landmarks0[LEFT_EAR, :2] - avatar.landmarks0[RIGHT_EAR, :2]
+    assert np.linalg.norm(ears) == pytest.approx(2.0, abs=1e-4)
+
+
 def test_normalization_round_trips(avatar):
     sparse = pixels_to_crop(avatar.mesh_px)[MESH_TO_SPARSE]
     normalized = normalize_landmarks(sparse, avatar.pose)

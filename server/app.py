@@ -57,6 +57,18 @@ def create_app(config: ServerConfig = ServerConfig()) -> FastAPI:
         lifespan=lifespan,
     )
 
+    @app.get("/")
+    async def index() -> dict:
+        """Where things are, for someone who opens the server's address."""
+        return {
+            "service": "spacelive",
+            "version": __version__,
+            "stream": "/v1/stream (websocket; protocol in docs/protocol.md)",
+            "avatars": "/v1/avatars",
+            "health": "/healthz",
+            "api": "/docs",
+        }
+
     @app.get("/healthz")
     async def healthz(request: Request) -> dict:
         """Liveness and what is loaded."""

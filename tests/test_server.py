@@ -29,6 +29,7 @@ def test_health_and_openapi(live_server):
     assert health["status"] == "ok" and health["models"] == "tiny"
     paths = httpx.get(live_server.http_url + "/openapi.json").json()["paths"]
     assert "/v1/avatars" in paths and "/healthz" in paths
+    assert httpx.get(live_server.http_url + "/").json()["stream"].startswith("/v1/stream")
 
 
 def test_avatar_upload_is_cached_by_content(live_server):

@@ -564,15 +564,21 @@ class WarpRenderer:
             or abs(cv_d - cv_s * scale) >= REST_TOLERANCE_PX
         )
         opening = np.clip(np.minimum(from_upper, from_lower) + 0.5, 0.0, 1.0) * within
-        if iris_moved and opening.any():
-            # Paint the opening: the iris-free eyeball, with the iris at its driving position.
+        rows, cols = np.flatnonzero(opening.any(axis=1)), np.flatnonzero(opening.any(axis=0))
+        if iris_moved and len(rows):
+            # Paint the opening (only its bounding box: nothing is painted elsewhere): the
+            # iris-free eyeball, with the iris at its driving position.
+            cut = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            x, y, u, v, tx, ty = x[cut], y[cut], u[cut], v[cut], tx[cut], ty[cut]
             radius = feature.iris_radius * scale
             iris_alpha = np.clip(radius + 0.5 - np.hypot(x - centre_d[0], y - centre_d[1]), 0, 1)
             ball = _sample(source.clean, tx, ty)
             if iris_alpha.any():
                 ix, iy = f_src.pixels(u - cu_d + cu_s, v - cv_d + cv_s)
                 ball += iris_alpha[..., None] * (_sample(source.image, ix, iy) - ball)
-            return box, ball, opening
+            y0, x0 = box[0] + rows[0], box[2] + cols[0]
+            sub = (y0, y0 + len(ball), x0, x0 + ball.shape[1])
+            return sub, ball, opening[cut]
         return None
 
 

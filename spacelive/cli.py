@@ -130,8 +130,8 @@ def _cmd_data_synth(args) -> int:
     summary["recipe"] = (
         "espeak-ng -> mbrola (all voices but us3), flite (kal16, awb, rms) and espeak-ng's own "
         "voices (en-us, en, de, fr, es; variants f1-f5, m1-m7); Debian word lists; tempo and "
-        "pitch 0.8-1.25; 1-3 sentences with 0.1-1 s gaps; speed 0.87-1.15 (60%); EQ, reverb, "
-        "noise, loudness"
+        "pitch 0.8-1.25; 1-3 sentences with 0.1-1 s gaps, 30% with one 2-6 s pause; speed "
+        "0.87-1.15 (60%); EQ, reverb, noise, loudness"
     )
     (out / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))

@@ -60,3 +60,23 @@ def test_synth_is_reproducible_from_the_seed(tmp_path):
     assert np.array_equal(a["audio"], b["audio"]) and np.array_equal(a["tracks"], b["tracks"])
     summary = json.loads((tmp_path / "a" / "corpus.json").read_text())
     assert summary["hours"] >= 0.003 and summary["seed"] == 7
+
+
+def test_some_utterances_pause_for_seconds_and_rest_through_it():
+    """Long silences teach S2L to come back to rest and stay there."""
+    from spacelive.training.corpus import LONG_PAUSE_S
+    from spacelive.training.teacher import PARAMETERS
+
+    voice = next(v for v in training_voices() if v.key == "mbrola:us1")
+    sentences = SentenceMaker()
+    for seed in range(40):
+        u = utterance(voice, sentences, np.random.default_rng([9, seed]))
+        long = [p for p in u["phones"] if p.phoneme == "SIL" and p.end_s - p.start_s >= 2.0]
+        if long:
+            break
+    else:
+        pytest.fail("no utterance with a long pause in 40 draws (expected about 30 %)")
+    pause = long[0]
+    assert pause.end_s - pause.start_s <= LONG_PAUSE_S[1] + 1.1  # plus the sentences' own ends
+    inside = slice(int(pause.start_s * 30) + 8, int(pause.end_s * 30) - 8)
+    assert np.abs(u["tracks"][inside]).max() < 0.01, PARAMETERS  # the teacher rests

@@ -7,9 +7,9 @@ espeak-ng's own synthesizer (English, German, French, Spanish, with random femal
 variants) reports phone timing through its library's events (`espeak.py`). Sentences are
 drawn from Debian word lists in the voice's language. Tempo and pitch vary per utterance
 (applied to the synthesis input, so timing stays exact), utterances join 1-3 sentences with
-silence gaps of varied length, a speed change shifts formants and pitch together (with the
-alignment rescaled), and the audio is augmented as in the paper: equalization, loudness,
-noise and reverberation.
+silence gaps of varied length (and in some a pause of seconds), a speed change shifts
+formants and pitch together (with the alignment rescaled), and the audio is augmented as in
+the paper: equalization, loudness, noise and reverberation.
 
 Each shard (``shard-NNNN.npz``) holds, per utterance, the 16 kHz audio as int16, the MFCC
 frames on the 30 fps clock, the articulation tracks of the teacher, and the alignment.
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 MBROLA_DIR = Path("/usr/share/mbrola")
 VOCAL_TRACT_SHARE = 0.6
+LONG_PAUSE_SHARE, LONG_PAUSE_S = 0.3, (2.0, 6.0)
+"""Share of utterances with one long pause, and its length range in seconds."""
 ESPEAK_VOICES = {"en-us": "en", "en": "en", "de": "de", "fr": "fr", "es": "es"}
 HELD_OUT_VOICES = frozenset({"mbrola:us3", "flite:slt"})
 """Never used for training: they are kept for evaluation on unseen voices."""
@@ -263,13 +265,26 @@ def augment(samples: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def utterance(voice: Voice, sentences: SentenceMaker, rng: np.random.Generator) -> dict:
-    """1-3 sentences from one voice with silence gaps, augmented, with MFCC and tracks."""
+    """1-3 sentences from one voice with silence gaps (and in LONG_PAUSE_SHARE of them one long
+    pause), augmented, with MFCC and tracks."""
     pieces, phones, t = [], [], 0.0
-    for _ in range(rng.integers(1, 4)):
+    count = int(rng.integers(1, 4))
+    # Now and then a long pause (before any of the sentences, or after the last): a speaker
+    # who stops talking for seconds must come back to rest and stay there.
+    pause_at = int(rng.integers(0, count + 1)) if rng.random() < LONG_PAUSE_SHARE else -1
+    for i in range(count + 1):
+        if i == pause_at:
+            seconds = rng.uniform(*LONG_PAUSE_S)
+            pieces.append(np.zeros(int(seconds * MODEL_SAMPLE_RATE)))
+            phones.append(Phone("SIL", t, t + len(pieces[-1]) / MODEL_SAMPLE_RATE))
+            t = phones[-1].end_s
+        if i == count:
+            break
         samples, sentence_phones = synthesize(voice, sentences.sentence(voice.language, rng), rng)
         pieces.append(samples)
         phones += [Phone(p.phoneme, p.start_s + t, p.end_s + t) for p in sentence_phones]
         t += len(samples) / MODEL_SAMPLE_RATE
+    phones = merge_silences(phones)
     audio = np.concatenate(pieces)
     if rng.random() < VOCAL_TRACT_SHARE:
         audio, phones = change_vocal_tract(audio, phones, rng)

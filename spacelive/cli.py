@@ -156,7 +156,6 @@ def _cmd_train_s2l(args) -> int:
 
 
 def _cmd_teach(args) -> int:
-    import numpy as np
 
     from spacelive.engine import DEFAULT_PORTRAIT
     from spacelive.face import FaceAnalyzer

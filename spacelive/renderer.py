@@ -50,6 +50,8 @@ SIGMA_FACE_FRACTION = 0.04
 """Kernel width of the global flow as a fraction of the face size."""
 BACKGROUND_WEIGHT = 0.1
 """Weight of the zero-flow background term, relative to one keypoint at distance 0."""
+FULL_FRAME = (0, FRAME_SIZE, 0, FRAME_SIZE)
+"""A window (y0, y1, x0, x1) covering the whole frame."""
 MOVING_PX = 1e-3
 """Global flow below this (in pixels) is the identity: those pixels are copied, not resampled."""
 REST_TOLERANCE_PX = 0.25
@@ -219,16 +221,10 @@ class WarpRenderer:
             features=_source_features(kp),
         )
 
-    def sample_map(
-        self,
-        source: RenderSource,
-        kp_driving_px: np.ndarray,
-        window: tuple[int, int, int, int] = (0, FRAME_SIZE, 0, FRAME_SIZE),
-    ) -> np.ndarray:
-        """The global layer: (y1 - y0, x1 - x0, 2) float32 source coordinates for the output
-        pixels of ``window`` (y0, y1, x0, x1); the whole frame by default."""
+    def sample_map(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray:
+        """The global layer: (512, 512, 2) float32 source coordinates for every output pixel."""
         driving = np.asarray(kp_driving_px, dtype=np.float32)
-        return self._upsample_flow(self._coarse_flow(source, driving), window)
+        return self._upsample_flow(self._coarse_flow(source, driving), FULL_FRAME)
 
     def _coarse_flow(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray:
         """(GRID + 2, GRID + 2, 2) source coordinates at the centres of the padded grid."""
@@ -326,10 +322,8 @@ class WarpRenderer:
 
     def render(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray:
         """kp_driving_px: (478, >=2) pixels -> (512, 512, 3) uint8 frame."""
-        driving = np.asarray(kp_driving_px, dtype=np.float32)
-        if not np.all(np.isfinite(driving)):
-            raise ValueError("driving keypoints contain NaN or infinity")
-        if np.abs(source.kp_source_px[:, :2] - driving[:, :2]).max() < 1e-3:
+        driving = moving_keypoints(source, kp_driving_px)
+        if driving is None:
             return source.image.copy()  # the rest pose: nothing moves, nothing to resample
         coarse = self._coarse_flow(source, driving)
         window = self._moving_window(coarse, driving)
@@ -362,24 +356,15 @@ class WarpRenderer:
         mouth = source.features["mouth"]
         f_drv = _Frame.between(driving[MOUTH_CORNERS[0]], driving[MOUTH_CORNERS[1]])
         mouth_tables = _profile_tables(f_drv, [driving[c] for c in _LIPS])
-        mouth_moved = (
-            np.abs(mouth_tables - mouth.tables * (f_drv.half / mouth.frame.half)).max()
-            >= REST_TOLERANCE_PX
-        )
+        mouth_moved = _contours_moved(mouth, f_drv, mouth_tables)
         eye_frames, eye_tables, irises, eye_moved, iris_moved = [], [], [], [], []
         for name, upper, lower, iris in EYES:
             feature = source.features[name]
             e_drv = _Frame.between(driving[upper[0]], driving[upper[-1]])
             tables = _profile_tables(e_drv, [driving[upper], driving[lower]])
             centre_d, centre_s = driving[iris[0], :2], source.kp_source_px[iris[0], :2]
-            cu_d, cv_d = e_drv.local(centre_d[0], centre_d[1])
-            cu_s, cv_s = feature.frame.local(centre_s[0], centre_s[1])
-            scale = e_drv.half / feature.frame.half
-            iris_off = (
-                abs(cu_d - cu_s) * e_drv.half >= REST_TOLERANCE_PX
-                or abs(cv_d - cv_s * scale) >= REST_TOLERANCE_PX
-            )
-            lids_off = np.abs(tables - feature.tables * scale).max() >= REST_TOLERANCE_PX
+            iris_off = _iris_moved(feature, e_drv, centre_d, centre_s)
+            lids_off = _contours_moved(feature, e_drv, tables)
             eye_frames.append([feature.frame.astuple(), e_drv.astuple()])
             eye_tables.append([feature.tables, tables])
             irises.append([centre_s, centre_d, [feature.iris_radius, 0.0]])
@@ -440,10 +425,7 @@ class WarpRenderer:
         if found is None:
             return None
         drv_tables = _profile_tables(f_drv, [driving[c] for c in _LIPS])
-        if (
-            np.abs(drv_tables - feature.tables * (f_drv.half / f_src.half)).max()
-            < REST_TOLERANCE_PX
-        ):
+        if not _contours_moved(feature, f_drv, drv_tables):
             return None  # lips where they were in the mouth's frame: the global warp is exact
         box, _, _, hx, hy = found
         # The map, on the half-resolution grid: columns of the mouth frame, piecewise linear in v.
@@ -523,13 +505,9 @@ class WarpRenderer:
         cu_d, cv_d = f_drv.local(centre_d[0], centre_d[1])
         cu_s, cv_s = f_src.local(centre_s[0], centre_s[1])
         scale = f_drv.half / f_src.half
-        at_rest = (
-            np.abs(drv_tables - feature.tables * scale).max() < REST_TOLERANCE_PX
-            and abs(cu_d - cu_s) * f_drv.half < REST_TOLERANCE_PX
-            and abs(cv_d - cv_s * scale) < REST_TOLERANCE_PX
-        )
-        if at_rest:  # lids and iris where they were in the eye: the global warp is exact
-            return None
+        iris_moved = _iris_moved(feature, f_drv, centre_d, centre_s)
+        if not (iris_moved or _contours_moved(feature, f_drv, drv_tables)):
+            return None  # lids and iris where they were in the eye: the global warp is exact
         # Full resolution here: the lids meet in a sharp seam that upsampling would blur
         # into the eyeball, and an eye is small enough for it to cost little.
         box, x, y, _, _ = found
@@ -558,11 +536,6 @@ class WarpRenderer:
         self._blend(sample, box, inside_v * inside_u, tx, ty)
         from_upper, from_lower = v - up_d, lo_d - v
         within = np.abs(u) <= 1
-
-        iris_moved = (
-            abs(cu_d - cu_s) * f_drv.half >= REST_TOLERANCE_PX
-            or abs(cv_d - cv_s * scale) >= REST_TOLERANCE_PX
-        )
         opening = np.clip(np.minimum(from_upper, from_lower) + 0.5, 0.0, 1.0) * within
         rows, cols = np.flatnonzero(opening.any(axis=1)), np.flatnonzero(opening.any(axis=0))
         if iris_moved and len(rows):
@@ -580,6 +553,35 @@ class WarpRenderer:
             sub = (y0, y0 + len(ball), x0, x0 + ball.shape[1])
             return sub, ball, opening[cut]
         return None
+
+
+def moving_keypoints(source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray | None:
+    """Driving keypoints as float32, checked; None at the rest pose, where nothing moves."""
+    driving = np.asarray(kp_driving_px, dtype=np.float32)
+    if not np.all(np.isfinite(driving)):
+        raise ValueError("driving keypoints contain NaN or infinity")
+    if np.abs(source.kp_source_px[:, :2] - driving[:, :2]).max() < 1e-3:
+        return None
+    return driving
+
+
+def _contours_moved(feature: _SourceFeature, f_drv: _Frame, drv_tables: np.ndarray) -> bool:
+    """A feature's driving contours away from the portrait's, in its own (scaled) frame."""
+    scale = f_drv.half / feature.frame.half
+    return bool(np.abs(drv_tables - feature.tables * scale).max() >= REST_TOLERANCE_PX)
+
+
+def _iris_moved(
+    feature: _SourceFeature, f_drv: _Frame, centre_d: np.ndarray, centre_s: np.ndarray
+) -> bool:
+    """The iris centre away from its place in the eye's frame."""
+    cu_d, cv_d = f_drv.local(centre_d[0], centre_d[1])
+    cu_s, cv_s = feature.frame.local(centre_s[0], centre_s[1])
+    scale = f_drv.half / feature.frame.half
+    return bool(
+        abs(cu_d - cu_s) * f_drv.half >= REST_TOLERANCE_PX
+        or abs(cv_d - cv_s * scale) >= REST_TOLERANCE_PX
+    )
 
 
 @dataclass(frozen=True, slots=True)

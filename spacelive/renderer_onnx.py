@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spacelive.renderer import RenderSource, WarpRenderer
+from spacelive.renderer import RenderSource, WarpRenderer, moving_keypoints
 from spacelive.runners import StageRunner
 
 RENDERER_GRAPH = Path(__file__).resolve().parent / "assets" / "renderer.onnx"
@@ -30,10 +30,8 @@ class OnnxRenderer:
 
     def render(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray:
         """kp_driving_px: (478, >=2) pixels -> (512, 512, 3) uint8 frame."""
-        driving = np.asarray(kp_driving_px, dtype=np.float32)
-        if not np.all(np.isfinite(driving)):
-            raise ValueError("driving keypoints contain NaN or infinity")
-        if np.abs(source.kp_source_px[:, :2] - driving[:, :2]).max() < 1e-3:
+        driving = moving_keypoints(source, kp_driving_px)
+        if driving is None:
             return source.image.copy()
         inputs = self._cpu.frame_inputs(source, driving)
         inputs["image"], inputs["clean"] = source.image[None], source.clean[None]

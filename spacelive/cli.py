@@ -156,7 +156,6 @@ def _cmd_train_s2l(args) -> int:
 
 
 def _cmd_teach(args) -> int:
-
     from spacelive.engine import DEFAULT_PORTRAIT
     from spacelive.face import FaceAnalyzer
     from spacelive.training.alignment import read_alignment
@@ -404,6 +403,17 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except KeyboardInterrupt:
         return 130
+    except (ValueError, RuntimeError) as exc:
+        # Bad input (an alignment, a portrait, a model directory): its message, no traceback.
+        # The modules are imported here only if they raised, so this costs nothing otherwise.
+        from spacelive.face import PortraitError
+        from spacelive.runners import ModelError
+        from spacelive.training.alignment import AlignmentError
+
+        if not isinstance(exc, (AlignmentError, PortraitError, ModelError)):
+            raise
+        print(f"spacelive {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

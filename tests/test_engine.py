@@ -169,3 +169,10 @@ def test_gpu_backends_step_like_the_cpu(tiny_models, engine, avatar, backend):
     cpu_frames = run_session(engine, avatar, pcm, [3200] * 10)
     gpu_frames = run_session(gpu, avatar, pcm, [3200] * 10)
     assert [f.frame_index for f in gpu_frames] == [f.frame_index for f in cpu_frames]
+
+
+def test_an_unknown_renderer_is_refused(tiny_models):
+    from spacelive.engine import Engine, EngineConfig
+
+    with pytest.raises(ValueError, match="unknown renderer 'gpu'"):
+        Engine(EngineConfig(models=tiny_models, renderer="gpu"))

@@ -169,3 +169,14 @@ def test_silence_returns_to_the_portraits_own_mouth(avatar):
     frames = landmark_targets(phones, avatar.landmarks0)
     np.testing.assert_allclose(frames[-1], avatar.landmarks0, atol=1e-4)
     assert gap(frames[-1]) > 0.1  # her smile shows teeth at rest
+
+
+def test_the_cli_reports_a_bad_alignment_without_a_traceback(tmp_path, capsys):
+    from spacelive.cli import main
+
+    bad = tmp_path / "utt.tsv"
+    bad.write_text("phoneme\tstart_s\tend_s\nAA\t0.0\t0.2\nQQ\t0.2\t0.3\n")
+    code = main(["teach", "--alignment", str(bad), "--format", "tsv", "-o", str(tmp_path / "t")])
+    assert code == 2
+    assert "line 3: unknown phoneme 'QQ'" in capsys.readouterr().err
+    assert not (tmp_path / "t.npz").exists()

@@ -5,7 +5,8 @@
 Synthesizes held-out sentences (clean, with exact timing), runs the exported S2L in streaming
 mode, and compares with the teacher and the energy baseline (`spacelive eval lipsync` on
 each). Writes benchmarks/results/lipsync_heldout_LABEL.json with per-voice means and the
-improvement over the baseline.
+improvement over the baseline, and how far each standard portrait's lips drift in 3 s of
+silence.
 """
 
 import argparse
@@ -15,14 +16,31 @@ from pathlib import Path
 
 import numpy as np
 
+from spacelive.audio import offline_mfcc
 from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.face import FaceAnalyzer
+from spacelive.render_checks import standard_portraits
 from spacelive.training.corpus import SentenceMaker, Voice, synthesize
-from spacelive.training.lipsync_eval import evaluate
+from spacelive.training.lipsync_eval import evaluate, inner_lip_gap, stream_landmarks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
 KEYS = ("M-P", "M-V", "F-P", "F-V", "mouth_open_corr")
+
+
+def silence_drift(motion, seconds: float = 3.0) -> dict:
+    """Per standard portrait: how far the inner lips have moved from the portrait's own after
+    ``seconds`` of digital silence (normalized units, ears 2 apart). A model that keeps the
+    face at rest in silence scores about 0."""
+    analyzer = FaceAnalyzer()
+    silence = offline_mfcc(np.zeros(int(16_000 * seconds)))
+    drift = {}
+    for name, data in standard_portraits().items():
+        avatar = analyzer.analyze(data)
+        landmarks = stream_landmarks(motion, avatar, silence)
+        rest = inner_lip_gap(avatar.landmarks0[None])[0]
+        drift[name] = {"inner_lip_gap_change": float(inner_lip_gap(landmarks[-1:])[0] - rest)}
+    return drift
 
 
 def main() -> int:
@@ -57,6 +75,7 @@ def main() -> int:
         and v["model"]["mouth_open_corr"] >= 0.8
         for v in report["voices"].values()
     )
+    report["silence"] = silence_drift(motion)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"lipsync_heldout_{args.label}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

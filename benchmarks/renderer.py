@@ -7,7 +7,8 @@ throughout: head motion alone; talking (plus mouth openings); and every layer at
 blinks and a gaze that never rests). Writes benchmarks/results/renderer.json with
 percentiles and a per-layer breakdown. The remap of one 512x512 frame is reported as the
 machine's yardstick, since this machine's speed drifts between runs. The layer breakdown is
-for one frame of the all-layers sweep, over the window of the frame that moves.
+for one frame of the all-layers sweep, over the window of the frame that moves. The ONNX twin
+(the GPU hosts' renderer) is compared with it on ONNX Runtime's CPU provider.
 """
 
 import argparse
@@ -24,6 +25,7 @@ from spacelive import FRAME_SIZE
 from spacelive.engine import DEFAULT_PORTRAIT
 from spacelive.face import FaceAnalyzer
 from spacelive.renderer import EYES, WarpRenderer, _Window
+from spacelive.renderer_onnx import OnnxRenderer
 from spacelive.rig import FaceCommand, FaceRig
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -64,6 +66,25 @@ def timed(fn, repeats: int) -> np.ndarray:
         fn()
         out.append(1000 * (time.perf_counter() - t0))
     return np.array(out)
+
+
+def onnx_twin(avatar, driving: list[np.ndarray]) -> dict:
+    """The ONNX twin (GPU hosts' renderer) on ONNX Runtime's CPU provider: its agreement with
+    the numpy renderer over the all-layers sweep, and its speed here (for reference only)."""
+    cpu, twin = WarpRenderer(), OnnxRenderer()
+    cpu_source, twin_source = (
+        cpu.prepare(avatar.image, avatar.mesh_px),
+        twin.prepare(avatar.image, avatar.mesh_px),
+    )
+    psnrs, ms = [], []
+    for kp in driving:
+        t0 = time.perf_counter()
+        b = twin.render(twin_source, kp).astype(np.float64)
+        ms.append(1000 * (time.perf_counter() - t0))
+        a = cpu.render(cpu_source, kp).astype(np.float64)
+        mse = float(np.mean((a - b) ** 2))
+        psnrs.append(float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse))
+    return {"frames": len(driving), "psnr_db_min": min(psnrs), "ms_p50": float(np.median(ms))}
 
 
 def main() -> int:
@@ -109,6 +130,7 @@ def main() -> int:
         "remap": timed(lambda: cv2.remap(source.image, sample, None, cv2.INTER_LINEAR), 100),
     }
     window_fraction = (window[1] - window[0]) * (window[3] - window[2]) / FRAME_SIZE**2
+    twin = onnx_twin(avatar, driving[:: max(len(driving) // 30, 1)])
     result = {
         "benchmark": "renderer",
         "cpus_used": 1,
@@ -117,6 +139,7 @@ def main() -> int:
         "ms_per_frame": scenarios,
         "layer_ms_p50": {name: float(np.median(v)) for name, v in layers.items()},
         "moving_window_fraction_of_frame": window_fraction,
+        "onnx_twin_cpu_provider": twin,
         "target_ms": 5.0,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

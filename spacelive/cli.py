@@ -148,6 +148,8 @@ def _cmd_train_s2l(args) -> int:
         seed=args.seed,
         self_feed=args.self_feed,
         lr_peak=args.lr_peak,
+        window=args.window,
+        mouth_weight=args.mouth_weight,
     )
     init = Path(args.init_from) if args.init_from else None
     summary = train(Path(args.data), Path(args.out), config, init_from=init)
@@ -333,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of batches fed the model's own previous output",
     )
     s2l.add_argument("--lr-peak", type=float, default=5e-4)
+    s2l.add_argument("--window", type=int, default=90, help="frames per training sequence")
+    s2l.add_argument(
+        "--mouth-weight", type=float, default=4.0, help="loss weight of the mouth points"
+    )
     s2l.add_argument("--init-from", help="start from this checkpoint's weights (fine-tune)")
     s2l.set_defaults(run=_cmd_train_s2l)
 

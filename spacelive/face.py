@@ -137,6 +137,26 @@ def fit_head_pose(mesh: np.ndarray) -> HeadPose:
     return _pose_with_rotation(mesh.astype(np.float64), rotation)
 
 
+def with_model_depth(mesh: np.ndarray, pose: HeadPose) -> tuple[np.ndarray, HeadPose]:
+    """The mesh with the generic face model's depth in place of the detector's, and its pose.
+
+    Each point keeps its image-plane position (so the portrait is reproduced exactly); its
+    frontal-frame depth becomes the model's. The detector guesses depth from one view and on
+    turned heads guesses it shallow, so rotating its mesh turned the head too little.
+    mesh: (478, 3) crop coordinates.
+    """
+    from spacelive.face_model import face_model
+
+    rotation = pose.rotation.astype(np.float64)
+    depth = face_model()[:, 2]
+    image = (mesh[:, :2].astype(np.float64) - pose.translation[:2]) / pose.scale
+    frontal_xy = np.linalg.solve(rotation[:2, :2], (image - depth[:, None] * rotation[:2, 2]).T).T
+    frontal = np.column_stack([frontal_xy, depth])
+    z = pose.scale * frontal @ rotation[2] + pose.translation[2]
+    out = np.column_stack([mesh[:, :2], z]).astype(np.float32)
+    return out, _pose_with_rotation(out.astype(np.float64), rotation)
+
+
 def _pose_with_rotation(mesh: np.ndarray, rotation: np.ndarray) -> HeadPose:
     sparse = mesh[MESH_TO_SPARSE]
     translation = sparse.mean(axis=0)
@@ -289,7 +309,8 @@ class FaceAnalyzer:
         mesh_px = self.mesh(crop)
         if mesh_px is None:  # keep the region's mesh, moved into the crop
             mesh_px = _apply(to_crop, _apply_inverse(to_region, mesh_region))
-        pose = fit_head_pose(pixels_to_crop(mesh_px))
+        kp, pose = with_model_depth(pixels_to_crop(mesh_px), fit_head_pose(pixels_to_crop(mesh_px)))
+        mesh_px = crop_to_pixels(kp)
         landmarks0 = normalize_landmarks(pixels_to_crop(mesh_px)[MESH_TO_SPARSE], pose)
         avatar_id = hashlib.sha256(data).hexdigest()[:24]
         log.info("avatar %s: pose (yaw, pitch, roll) %s", avatar_id, pose.angles_deg())

@@ -44,6 +44,10 @@ PORTRAITS = Path(__file__).resolve().parent / "assets" / "portraits"
 _EAR_POINTS = ((33, 160, 158, 133, 153, 144), (362, 385, 387, 263, 373, 380))
 
 
+class Undetected(RuntimeError):
+    """The detector found no face in a rendered frame: the check that rendered it fails."""
+
+
 @dataclass
 class CheckResult:
     name: str
@@ -88,7 +92,7 @@ class RenderChecker:
     def _detect(self, frame: np.ndarray) -> np.ndarray:
         mesh = self.analyzer.mesh(frame)
         if mesh is None:
-            raise RuntimeError("the detector found no face in a rendered frame")
+            raise Undetected("the detector found no face in a rendered frame")
         return mesh
 
     def _render(self, command: FaceCommand, label: str | None = None):
@@ -215,7 +219,20 @@ class RenderChecker:
         return CheckResult("pose", passed, figures, detail)
 
     def run_all(self, motion=None) -> list[CheckResult]:
-        return [self.rest(motion), self.mouth(), self.blink(), self.gaze(), self.pose()]
+        checks = {
+            "rest": lambda: self.rest(motion),
+            "mouth": self.mouth,
+            "blink": self.blink,
+            "gaze": self.gaze,
+            "pose": self.pose,
+        }
+        results = []
+        for name, check in checks.items():
+            try:
+                results.append(check())
+            except Undetected as error:
+                results.append(CheckResult(name, False, {}, {"error": str(error)}))
+        return results
 
 
 def standard_portraits() -> dict[str, bytes]:

@@ -57,8 +57,10 @@ def _frontal(mesh_px: np.ndarray, pose: HeadPose) -> np.ndarray:
     return (pixels_to_crop(mesh_px) - pose.translation) @ pose.rotation / pose.scale
 
 
-def _posed(frontal: np.ndarray, pose: HeadPose, rotation: np.ndarray) -> np.ndarray:
-    crop = pose.scale * frontal @ (pose.rotation @ rotation).T + pose.translation
+def _posed(frontal: np.ndarray, pose: HeadPose, turn: np.ndarray) -> np.ndarray:
+    """Frontal frame -> crop pixels with the head turned by ``turn`` (3, 3) in camera axes,
+    on top of the portrait's pose, as the motion stages compose PoseGen's angles."""
+    crop = pose.scale * frontal @ (turn @ pose.rotation).T + pose.translation
     return crop_to_pixels(crop)
 
 
@@ -106,8 +108,8 @@ class FaceRig:
             f[:, 1] += self._jaw * (target - gap) / self._gap_per_unit
         for _, upper, lower, iris in EYES:
             self._eye(f, upper, lower, iris, command)
-        rotation = rotation_from_angles(command.yaw, command.pitch, command.roll)
-        return _posed(f, self.pose, rotation)
+        turn = rotation_from_angles(command.yaw, command.pitch, command.roll)
+        return _posed(f, self.pose, turn)
 
     @staticmethod
     def _eye(f: np.ndarray, upper: list[int], lower: list[int], iris: list[int], command) -> None:

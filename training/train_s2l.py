@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from spacelive.landmarks import EMOTIONS
+from spacelive.landmarks import EMOTIONS, SPARSE_POINTS
 from spacelive.models.audio_encoder import AudioEncoder
 from spacelive.models.speech2landmarks import Speech2Landmarks
 from spacelive.models.widths import width_named
@@ -37,6 +37,8 @@ from spacelive.training.identities import identity_bank, perturb
 from spacelive.training.teacher import landmarks_from_tracks
 
 log = logging.getLogger(__name__)
+
+MOUTH = slice(48, 68)  # iBUG outer and inner lips
 
 
 @dataclass
@@ -49,6 +51,7 @@ class TrainConfig:
     lr_peak: float = 5e-4
     warmup: int = 1_000
     y_weight: float = 2.0
+    mouth_weight: float = 4.0  # extra weight of the 20 mouth points (48-67) in both losses
     velocity_weight: float = 1.0
     input_noise: float = 0.01
     self_feed: float = 0.0  # share of batches whose previous frames are the model's own output
@@ -123,10 +126,17 @@ class S2LTrainer(nn.Module):
         return self.s2l(self.audio_encoder(mfcc), landmarks0, emotion, teacher=teacher)
 
 
-def loss_terms(predicted: torch.Tensor, target: torch.Tensor, y_weight: float):
-    axis_weight = predicted.new_tensor([1.0, y_weight, 1.0])
-    position = ((predicted - target).abs() * axis_weight).mean()
-    velocity = ((predicted.diff(dim=1) - target.diff(dim=1)).abs() * axis_weight).mean()
+def loss_terms(
+    predicted: torch.Tensor, target: torch.Tensor, y_weight: float, mouth_weight: float = 1.0
+):
+    """L1 position and velocity losses of (B, T, 110, 3) sequences: y counts ``y_weight``
+    times, the mouth points ``mouth_weight`` times (the mouth is 20 of 110 points but is what
+    lip sync is judged on)."""
+    weight = predicted.new_ones(SPARSE_POINTS, 3)
+    weight[:, 1] = y_weight
+    weight[MOUTH] *= mouth_weight
+    position = ((predicted - target).abs() * weight).mean()
+    velocity = ((predicted.diff(dim=1) - target.diff(dim=1)).abs() * weight).mean()
     return position, velocity
 
 
@@ -183,7 +193,7 @@ def train(data: Path, out: Path, config: TrainConfig, init_from: Path | None = N
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
         predicted = model(mfcc, rest, emotion, previous)
-        position, velocity = loss_terms(predicted, target, config.y_weight)
+        position, velocity = loss_terms(predicted, target, config.y_weight, config.mouth_weight)
         loss = position + config.velocity_weight * velocity
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -71,3 +71,38 @@ def test_held_out_voices_are_refused(corpus, tmp_path):
     np.savez(corpus / "shard-0000.npz", **data)
     with pytest.raises(ValueError, match="held-out voice"):
         train(corpus, tmp_path / "run", config(2))
+
+
+def test_the_loss_weighs_the_mouth():
+    from spacelive.training.train_s2l import MOUTH, loss_terms
+
+    target = torch.zeros(1, 3, 110, 3)
+    off_mouth, on_mouth = target.clone(), target.clone()
+    off_mouth[:, 1, 30, 0] = 1.0  # the nose
+    on_mouth[:, 1, 50, 0] = 1.0  # the upper lip
+    assert MOUTH.start == 48 and MOUTH.stop == 68
+    nose = loss_terms(off_mouth, target, y_weight=2.0, mouth_weight=4.0)
+    lip = loss_terms(on_mouth, target, y_weight=2.0, mouth_weight=4.0)
+    assert lip[0] / nose[0] == pytest.approx(4.0) and lip[1] / nose[1] == pytest.approx(4.0)
+
+
+def test_training_identities_include_open_and_smiling_rests():
+    from spacelive.landmarks import LEFT_EAR, RIGHT_EAR
+    from spacelive.training.identities import REST_OPEN_SHARE, perturb
+
+    rng = np.random.default_rng(0)
+    base = _closed_identity()
+    faces = np.array([perturb(base, rng) for _ in range(400)])
+    gaps = faces[:, 66, 1] - faces[:, 62, 1]
+    open_share = float(np.mean(gaps > 0.02))
+    assert open_share == pytest.approx(REST_OPEN_SHARE, abs=0.08)
+    ears = np.linalg.norm(faces[:, LEFT_EAR, :2] - faces[:, RIGHT_EAR, :2], axis=1)
+    np.testing.assert_allclose(ears, 2.0, rtol=1e-5)
+
+
+def _closed_identity() -> np.ndarray:
+    from spacelive.face_model import face_model
+    from spacelive.landmarks import MESH_TO_SPARSE
+    from spacelive.training.teacher import closed_mouth
+
+    return closed_mouth(face_model()[MESH_TO_SPARSE]).astype(np.float32)

@@ -5,8 +5,13 @@ from pathlib import Path
 import numpy as np
 
 from spacelive.face_model import mirror_permutation
-from spacelive.landmarks import LEFT_EAR, RIGHT_EAR, SPARSE_POINTS
-from spacelive.training.teacher import closed_mouth
+from spacelive.landmarks import EMOTIONS, LEFT_EAR, RIGHT_EAR, SPARSE_POINTS
+from spacelive.training.teacher import (
+    PARAMETERS,
+    closed_mouth,
+    emotion_offsets,
+    landmarks_from_tracks,
+)
 
 
 def identity_bank(cache: Path | None = None) -> np.ndarray:
@@ -33,9 +38,23 @@ def identity_bank(cache: Path | None = None) -> np.ndarray:
     return bank_array
 
 
+REST_OPEN_SHARE, REST_SMILE_SHARE = 0.35, 0.3
+"""Shares of training identities whose portrait has the mouth a little open, or smiles."""
+
+
 def perturb(identity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random face shape: overall width and height, mouth width, lip thickness, jaw width."""
+    """Random face shape: overall width and height, mouth width, lip thickness, jaw width;
+    and the portrait's own expression: some rest with the mouth a little open, some smile.
+    Portraits come that way, and in silence S2L must return to whatever rest it was given."""
     face = identity.astype(np.float64).copy()
+    if rng.random() < REST_OPEN_SHARE:
+        tracks = np.zeros((1, len(PARAMETERS)))
+        tracks[0, PARAMETERS.index("open")] = rng.uniform(0.05, 0.35)
+        face = landmarks_from_tracks(tracks, face)[0].astype(np.float64)
+    if rng.random() < REST_SMILE_SHARE:
+        smile = np.zeros(len(EMOTIONS))
+        smile[EMOTIONS.index("happy")] = rng.uniform(0.2, 0.8)
+        face += emotion_offsets(smile)
     face[:, 0] *= rng.uniform(0.92, 1.08)
     face[:, 1] *= rng.uniform(0.92, 1.08)
     mouth = slice(48, 68)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spacelive.face_model import mirror_permutation
-from spacelive.landmarks import EMOTIONS, LEFT_EAR, RIGHT_EAR, SPARSE_POINTS
+from spacelive.face_model import face_model, mirror_permutation
+from spacelive.landmarks import EMOTIONS, LEFT_EAR, MESH_TO_SPARSE, RIGHT_EAR, SPARSE_POINTS
 from spacelive.training.teacher import (
     PARAMETERS,
     closed_mouth,
@@ -15,15 +15,15 @@ from spacelive.training.teacher import (
 
 
 def identity_bank(cache: Path | None = None) -> np.ndarray:
-    """(K, 110, 3) normalized rest landmarks: each public-domain portrait shipped in a registry
-    package, its mirror image, and closed-mouth versions of both."""
+    """(K, 110, 3) normalized rest landmarks: the generic face model, each public-domain
+    portrait shipped in a registry package, their mirror images, and closed-mouth versions."""
     if cache is not None and cache.exists():
         return np.load(cache)
     from spacelive.face import FaceAnalyzer
     from spacelive.render_checks import standard_portraits
 
     analyzer = FaceAnalyzer()
-    faces = [
+    faces = [face_model()[MESH_TO_SPARSE]] + [
         analyzer.analyze(data).landmarks0.astype(np.float64)
         for data in standard_portraits().values()
     ]
@@ -40,6 +40,22 @@ def identity_bank(cache: Path | None = None) -> np.ndarray:
 
 REST_OPEN_SHARE, REST_SMILE_SHARE = 0.35, 0.3
 """Shares of training identities whose portrait has the mouth a little open, or smiles."""
+
+
+DEFORMATION = 0.06
+"""Typical displacement of the smooth random shape change, in normalized units (ears 2 apart)."""
+
+
+def _smooth_deformation(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(110, 3) displacements from a random quadratic field over the face's (x, y): longer or
+    shorter noses and chins, wider-set eyes, a higher mouth. A handful of real faces alone
+    let S2L learn each face by heart and misbehave on the next one."""
+    x, y = face[:, 0], face[:, 1]
+    basis = np.stack([x, y, x * x, x * y, y * y], axis=1)  # (110, 5), constant terms excluded
+    basis /= np.maximum(np.abs(basis).max(axis=0), 1e-9)
+    coefficients = rng.normal(0, DEFORMATION / 2, size=(5, 3))
+    coefficients[:, 2] *= 0.5  # depth varies less
+    return basis @ coefficients
 
 
 def perturb(identity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -64,6 +80,7 @@ def perturb(identity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     face[mouth, 1] = centre[1] + lips_y * rng.uniform(0.8, 1.2)
     jaw = slice(0, 17)
     face[jaw, 0] *= rng.uniform(0.95, 1.05)
+    face += _smooth_deformation(face, rng)
     face += rng.normal(0, 0.004, size=(SPARSE_POINTS, 3))
     # Back to the normalization's contract: ears 2 apart.
     ears = np.linalg.norm(face[LEFT_EAR, :2] - face[RIGHT_EAR, :2])

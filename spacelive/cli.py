@@ -110,6 +110,7 @@ def _cmd_eval_render(args) -> int:
     for portrait, checks in report["portraits"].items():
         for check, result in checks.items():
             figures = ", ".join(f"{k}={v:.3f}" for k, v in result["figures"].items())
+            figures = figures or result["detail"].get("error", "")
             print(f"{portrait:14s} {check:6s} {'pass' if result['passed'] else 'FAIL'}  {figures}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")

@@ -86,13 +86,13 @@ class RenderChecker:
         self.renderer = renderer or WarpRenderer()
         self.source = self.renderer.prepare(avatar.image, avatar.mesh_px)
         self.rig = FaceRig(avatar.mesh_px, avatar.pose)
-        self.reference = self._detect(avatar.image)
+        self.reference = self._detect(avatar.image, "the portrait")
         self.frames: dict[str, np.ndarray] = {"source": avatar.image}
 
-    def _detect(self, frame: np.ndarray) -> np.ndarray:
+    def _detect(self, frame: np.ndarray, what: str) -> np.ndarray:
         mesh = self.analyzer.mesh(frame)
         if mesh is None:
-            raise Undetected("the detector found no face in a rendered frame")
+            raise Undetected(f"the detector found no face in the frame of {what}")
         return mesh
 
     def _render(self, command: FaceCommand, label: str | None = None):
@@ -135,7 +135,7 @@ class RenderChecker:
             label = "mouth wide" if i == steps - 1 else ("mouth closed" if i == 0 else None)
             frame, driving = self._render(FaceCommand(mouth_open=float(opening)), label)
             commanded_gaps.append(inner_lip_gap(driving))
-            detected_gaps.append(inner_lip_gap(self._detect(frame)))
+            detected_gaps.append(inner_lip_gap(self._detect(frame, f"mouth opening {opening:.3f}")))
         commanded, detected = np.array(commanded_gaps), np.array(detected_gaps)
         corr = float(np.corrcoef(commanded, detected)[0, 1])
         mae = float(np.abs(commanded - detected).mean())
@@ -159,7 +159,9 @@ class RenderChecker:
     def blink(self) -> CheckResult:
         closure = [0.0, 0.5, 1.0, 0.5, 0.0]  # 4 frames down and up again, as in the paper
         ears = [
-            eye_aspect_ratio(self._detect(self._render(FaceCommand(blink=c), f"blink {c}")[0]))
+            eye_aspect_ratio(
+                self._detect(self._render(FaceCommand(blink=c), f"blink {c}")[0], f"blink {c}")
+            )
             for c in closure
         ]
         fraction = min(ears) / ears[0]
@@ -182,7 +184,7 @@ class RenderChecker:
         }.items():
             frame, driving = self._render(FaceCommand(gaze=offset), f"gaze {name}")
             command = iris_centres(driving) - iris_centres(rest_driving)
-            moved = iris_centres(self._detect(frame)) - base
+            moved = iris_centres(self._detect(frame, f"gaze {name}")) - base
             axis = 0 if offset[0] else 1
             # The detected shift projected on the commanded one, both eyes together.
             wanted = command[:, axis]
@@ -207,7 +209,11 @@ class RenderChecker:
                 label = f"{name} {angle:+.0f}" if abs(angle) == limit_deg else None
                 command = FaceCommand(yaw=values[0], pitch=values[1], roll=values[2])
                 frame, _ = self._render(command, label)
-                found = np.array(fit_head_pose(pixels_to_crop(self._detect(frame))).angles_deg())
+                found = np.array(
+                    fit_head_pose(
+                        pixels_to_crop(self._detect(frame, f"{name} {angle:+.0f}"))
+                    ).angles_deg()
+                )
                 errors.append(float(found[axis] - base[axis] - angle))
             rms = float(np.sqrt(np.mean(np.square(errors))))
             figures[f"{name}_rms_deg"] = rms

@@ -86,3 +86,22 @@ def test_eval_render_writes_figures_and_fails_loudly(tmp_path, tiny_models):
     assert set(checks) == {"rest", "mouth", "blink", "gaze", "pose"}
     assert code == (0 if report["passed"] else 1)
     assert (tmp_path / "render_checks_astronaut.png").stat().st_size > 100_000
+
+
+def test_a_frame_the_detector_cannot_find_fails_its_check_with_the_reason(checkers):
+    checker = checkers["grace_hopper"]
+
+    class Blind:
+        def mesh(self, frame):
+            return None
+
+    seeing = checker.analyzer
+    checker.analyzer = Blind()
+    try:
+        results = {r.name: r for r in checker.run_all()}
+    finally:
+        checker.analyzer = seeing
+    assert results["rest"].passed  # needs no detector
+    for name in ("mouth", "blink", "gaze", "pose"):
+        assert not results[name].passed
+        assert "found no face in the frame of" in results[name].detail["error"]

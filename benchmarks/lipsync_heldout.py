@@ -28,11 +28,10 @@ HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
 KEYS = ("M-P", "M-V", "F-P", "F-V", "mouth_open_corr")
 
 
-def silence_drift(motion, seconds: float = 3.0) -> dict:
+def silence_drift(motion, analyzer: FaceAnalyzer, seconds: float = 3.0) -> dict:
     """Per standard portrait: how far the inner lips have moved from the portrait's own after
     ``seconds`` of digital silence (normalized units, ears 2 apart). A model that keeps the
     face at rest in silence scores about 0."""
-    analyzer = FaceAnalyzer()
     silence = offline_mfcc(np.zeros(int(16_000 * seconds)))
     drift = {}
     for name, data in standard_portraits().items():
@@ -51,7 +50,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=12345)
     args = parser.parse_args()
     motion = Engine(EngineConfig(models=Path(args.models))).motion
-    avatar = FaceAnalyzer().analyze(DEFAULT_PORTRAIT.read_bytes())
+    analyzer = FaceAnalyzer()
+    avatar = analyzer.analyze(DEFAULT_PORTRAIT.read_bytes())
     sentences = SentenceMaker()
     report: dict = {"benchmark": "lipsync_heldout", "models": args.models, "voices": {}}
     for voice in HELD_OUT:
@@ -75,7 +75,7 @@ def main() -> int:
         and v["model"]["mouth_open_corr"] >= 0.8
         for v in report["voices"].values()
     )
-    report["silence"] = silence_drift(motion)
+    report["silence"] = silence_drift(motion, analyzer)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"lipsync_heldout_{args.label}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

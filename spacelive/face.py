@@ -309,9 +309,10 @@ class FaceAnalyzer:
         mesh_px = self.mesh(crop)
         if mesh_px is None:  # keep the region's mesh, moved into the crop
             mesh_px = _apply(to_crop, _apply_inverse(to_region, mesh_region))
-        kp, pose = with_model_depth(pixels_to_crop(mesh_px), fit_head_pose(pixels_to_crop(mesh_px)))
+        kp = pixels_to_crop(mesh_px)
+        kp, pose = with_model_depth(kp, fit_head_pose(kp))
         mesh_px = crop_to_pixels(kp)
-        landmarks0 = normalize_landmarks(pixels_to_crop(mesh_px)[MESH_TO_SPARSE], pose)
+        landmarks0 = normalize_landmarks(kp[MESH_TO_SPARSE], pose)
         avatar_id = hashlib.sha256(data).hexdigest()[:24]
         log.info("avatar %s: pose (yaw, pitch, roll) %s", avatar_id, pose.angles_deg())
         return Avatar(avatar_id, crop, mesh_px.astype(np.float32), pose, landmarks0)

@@ -74,7 +74,8 @@ def test_held_out_voices_are_refused(corpus, tmp_path):
 
 
 def test_the_loss_weighs_the_mouth():
-    from spacelive.training.train_s2l import MOUTH, loss_terms
+    from spacelive.landmarks import MOUTH
+    from spacelive.training.train_s2l import loss_terms
 
     target = torch.zeros(1, 3, 110, 3)
     off_mouth, on_mouth = target.clone(), target.clone()

@@ -5,7 +5,14 @@ from pathlib import Path
 import numpy as np
 
 from spacelive.face_model import face_model, mirror_permutation
-from spacelive.landmarks import EMOTIONS, LEFT_EAR, MESH_TO_SPARSE, RIGHT_EAR, SPARSE_POINTS
+from spacelive.landmarks import (
+    EMOTIONS,
+    LEFT_EAR,
+    MESH_TO_SPARSE,
+    MOUTH,
+    RIGHT_EAR,
+    SPARSE_POINTS,
+)
 from spacelive.training.teacher import (
     PARAMETERS,
     closed_mouth,
@@ -43,7 +50,8 @@ REST_OPEN_SHARE, REST_SMILE_SHARE = 0.35, 0.3
 
 
 DEFORMATION = 0.06
-"""Typical displacement of the smooth random shape change, in normalized units (ears 2 apart)."""
+"""Scale of the smooth random shape change, in normalized units (ears 2 apart): each of its
+five terms moves the face's edge by DEFORMATION / 2 at one standard deviation."""
 
 
 def _smooth_deformation(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -73,11 +81,10 @@ def perturb(identity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         face += emotion_offsets(smile)
     face[:, 0] *= rng.uniform(0.92, 1.08)
     face[:, 1] *= rng.uniform(0.92, 1.08)
-    mouth = slice(48, 68)
-    centre = face[mouth].mean(axis=0)
-    face[mouth, 0] = centre[0] + (face[mouth, 0] - centre[0]) * rng.uniform(0.85, 1.15)
-    lips_y = face[mouth, 1] - centre[1]
-    face[mouth, 1] = centre[1] + lips_y * rng.uniform(0.8, 1.2)
+    centre = face[MOUTH].mean(axis=0)
+    face[MOUTH, 0] = centre[0] + (face[MOUTH, 0] - centre[0]) * rng.uniform(0.85, 1.15)
+    lips_y = face[MOUTH, 1] - centre[1]
+    face[MOUTH, 1] = centre[1] + lips_y * rng.uniform(0.8, 1.2)
     jaw = slice(0, 17)
     face[jaw, 0] *= rng.uniform(0.95, 1.05)
     face += _smooth_deformation(face, rng)

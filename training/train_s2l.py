@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from spacelive.landmarks import EMOTIONS, SPARSE_POINTS
+from spacelive.landmarks import EMOTIONS, MOUTH, SPARSE_POINTS
 from spacelive.models.audio_encoder import AudioEncoder
 from spacelive.models.speech2landmarks import Speech2Landmarks
 from spacelive.models.widths import width_named
@@ -37,8 +37,6 @@ from spacelive.training.identities import identity_bank, perturb
 from spacelive.training.teacher import landmarks_from_tracks
 
 log = logging.getLogger(__name__)
-
-MOUTH = slice(48, 68)  # iBUG outer and inner lips
 
 
 @dataclass
@@ -126,9 +124,7 @@ class S2LTrainer(nn.Module):
         return self.s2l(self.audio_encoder(mfcc), landmarks0, emotion, teacher=teacher)
 
 
-def loss_terms(
-    predicted: torch.Tensor, target: torch.Tensor, y_weight: float, mouth_weight: float = 1.0
-):
+def loss_terms(predicted: torch.Tensor, target: torch.Tensor, y_weight: float, mouth_weight: float):
     """L1 position and velocity losses of (B, T, 110, 3) sequences: y counts ``y_weight``
     times, the mouth points ``mouth_weight`` times (the mouth is 20 of 110 points but is what
     lip sync is judged on)."""

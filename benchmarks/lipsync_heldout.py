@@ -16,30 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from spacelive.audio import offline_mfcc
 from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.face import FaceAnalyzer
 from spacelive.render_checks import standard_portraits
 from spacelive.training.corpus import SentenceMaker, Voice, synthesize
-from spacelive.training.lipsync_eval import evaluate, inner_lip_gap, stream_landmarks
+from spacelive.training.lipsync_eval import evaluate, silence_drift
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
 KEYS = ("M-P", "M-V", "F-P", "F-V", "mouth_open_corr")
-
-
-def silence_drift(motion, analyzer: FaceAnalyzer, seconds: float = 3.0) -> dict:
-    """Per standard portrait: how far the inner lips have moved from the portrait's own after
-    ``seconds`` of digital silence (normalized units, ears 2 apart). A model that keeps the
-    face at rest in silence scores about 0."""
-    silence = offline_mfcc(np.zeros(int(16_000 * seconds)))
-    drift = {}
-    for name, data in standard_portraits().items():
-        avatar = analyzer.analyze(data)
-        landmarks = stream_landmarks(motion, avatar, silence)
-        rest = inner_lip_gap(avatar.landmarks0[None])[0]
-        drift[name] = {"inner_lip_gap_change": float(inner_lip_gap(landmarks[-1:])[0] - rest)}
-    return drift
 
 
 def main() -> int:
@@ -75,7 +60,10 @@ def main() -> int:
         and v["model"]["mouth_open_corr"] >= 0.8
         for v in report["voices"].values()
     )
-    report["silence"] = silence_drift(motion, analyzer)
+    report["silence"] = {
+        name: {"inner_lip_gap_change": silence_drift(motion, analyzer.analyze(data))}
+        for name, data in standard_portraits().items()
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"lipsync_heldout_{args.label}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

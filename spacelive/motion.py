@@ -1,5 +1,10 @@
 """The causal motion loop: MFCC frame -> audio encoder -> S2L -> PoseGen -> posing -> L2L.
 
+S2L speaks around the portrait's face with its lips closed (``closed_mouth``); the portrait's
+own mouth (a smile with parted lips, say) is added back to its output. S2L trained on open
+rests held them still in silence only on closed ones: the default portrait's lips drifted
+0.055 apart over 3 s of silence, its closed version's not at all.
+
 A session owns its ``MotionState`` (plain arrays); ``MotionModel.step`` advances any number
 of sessions together: it concatenates their state rows, runs each stage once, and splits.
 """
@@ -10,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spacelive.face import Avatar, normalize_landmarks, pose_landmarks, rotation_from_angles
-from spacelive.landmarks import EMOTIONS, MESH_TO_SPARSE, POSE_DIMS
+from spacelive.landmarks import EMOTIONS, MESH_TO_SPARSE, POSE_DIMS, closed_mouth
 from spacelive.runners import StageSet
 from spacelive.timing import StageTimes
 from spacelive.transfer import DenseTransfer
@@ -24,7 +29,7 @@ class FrameMotion:
     """Everything the renderer (or a keypoint receiver) needs for one frame."""
 
     frame_index: int
-    landmarks: np.ndarray  # (110, 3) float32, normalized (S2L output)
+    landmarks: np.ndarray  # (110, 3) float32, normalized (S2L output + the portrait's rest)
     pose: np.ndarray  # (6,) float32: yaw, pitch, roll (rad), tx, ty, tz; offset from portrait
     keypoints: np.ndarray  # (478, 3) float32, crop coordinates [-1, 1]
 
@@ -40,7 +45,9 @@ class MotionState:
     caches: list[np.ndarray]  # 12 x (1, C_in, kernel - 1)
     s2l_h: np.ndarray  # (2, 1, H)
     s2l_c: np.ndarray
-    landmarks: np.ndarray  # (1, 110, 3) previous S2L output
+    speech_rest: np.ndarray  # (1, 110, 3) the portrait's landmarks with the lips closed
+    rest_offset: np.ndarray  # (1, 110, 3) portrait's landmarks minus speech_rest
+    landmarks: np.ndarray  # (1, 110, 3) previous S2L output (around speech_rest)
     pose_h: np.ndarray  # (2, 1, P)
     pose_c: np.ndarray
     pose: np.ndarray  # (1, 6) previous pose
@@ -71,6 +78,7 @@ class MotionModel:
         st = self.stages
         emotion = np.zeros(len(EMOTIONS), np.float32) if emotion is None else emotion
         rng = np.random.default_rng(seed)
+        speech_rest = closed_mouth(avatar.landmarks0)[None].astype(np.float32)
         return MotionState(
             avatar=avatar,
             emotion=np.asarray(emotion, np.float32).reshape(1, len(EMOTIONS)),
@@ -81,7 +89,9 @@ class MotionModel:
             ],
             s2l_h=np.zeros(st.input_shape("s2l", "h", 1), np.float32),
             s2l_c=np.zeros(st.input_shape("s2l", "c", 1), np.float32),
-            landmarks=avatar.landmarks0[None].astype(np.float32),
+            speech_rest=speech_rest,
+            rest_offset=avatar.landmarks0[None].astype(np.float32) - speech_rest,
+            landmarks=speech_rest.copy(),
             pose_h=np.zeros(st.input_shape("posegen", "h", 1), np.float32),
             pose_c=np.zeros(st.input_shape("posegen", "c", 1), np.float32),
             pose=np.zeros((1, POSE_DIMS), np.float32),
@@ -152,7 +162,7 @@ class MotionModel:
             {
                 "audio": audio,
                 "previous": np.concatenate([s.landmarks for s in rows]),
-                "landmarks0": np.stack([s.avatar.landmarks0 for s in rows]).astype(np.float32),
+                "landmarks0": np.concatenate([s.speech_rest for s in rows]),
                 "emotion": emotion,
                 "h": np.concatenate([s.s2l_h for s in rows], axis=1),
                 "c": np.concatenate([s.s2l_c for s in rows], axis=1),
@@ -176,7 +186,8 @@ class MotionModel:
         )
         translation = np.stack([s.avatar.pose.translation for s in rows]) + pose["pose"][:, 3:]
         scale = np.array([s.avatar.pose.scale for s in rows])[:, None, None]
-        posed = pose_landmarks(s2l["landmarks"], rotation, translation, scale)
+        spoken = s2l["landmarks"] + np.concatenate([s.rest_offset for s in rows])
+        posed = pose_landmarks(spoken, rotation, translation, scale)
         if self.l2l_placeholder:
             keypoints = np.concatenate(
                 [_transfer_of(s).apply(posed[j : j + 1]) for j, s in enumerate(rows)]
@@ -210,7 +221,7 @@ class MotionModel:
             s.l2l_h, s.l2l_c = l2l["new_h"][:, j : j + 1], l2l["new_c"][:, j : j + 1]
             results[i] = FrameMotion(
                 frame_index=positions[i],
-                landmarks=s.landmarks[0],
+                landmarks=spoken[j],
                 pose=s.pose[0],
                 keypoints=s.keypoints[0],
             )

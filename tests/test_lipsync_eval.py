@@ -76,3 +76,26 @@ def test_eval_lipsync_command(tmp_path, tiny_models):
     assert result["frames"] == 30
     for side in ("model", "energy_baseline"):
         assert set(result[side]) == {"M-P", "M-V", "F-P", "F-V", "mouth_open_corr"}
+
+
+def test_s2l_speaks_around_the_closed_mouth_and_gives_the_portrait_back(engine, avatar):
+    """The astronaut smiles with parted lips: S2L is given her face with the lips closed, and
+    her own mouth is added to what it returns."""
+    from spacelive.landmarks import LOWER_INNER_LIP, UPPER_INNER_LIP
+
+    state = engine.motion.new_state(avatar)
+    gap = state.speech_rest[0, LOWER_INNER_LIP, 1] - state.speech_rest[0, UPPER_INNER_LIP, 1]
+    portrait_gap = avatar.landmarks0[LOWER_INNER_LIP, 1] - avatar.landmarks0[UPPER_INNER_LIP, 1]
+    assert portrait_gap.mean() > 0.02 and abs(gap.mean()) < 1e-6
+    np.testing.assert_allclose(state.speech_rest + state.rest_offset, avatar.landmarks0[None])
+
+
+def test_the_bundled_s2l_keeps_every_standard_portrait_at_rest_in_silence(analyzer):
+    from spacelive.engine import DEFAULT_MODELS, Engine, EngineConfig
+    from spacelive.render_checks import standard_portraits
+    from spacelive.training.lipsync_eval import silence_drift
+
+    motion = Engine(EngineConfig(models=DEFAULT_MODELS)).motion
+    assert not motion.stages.manifest["stages"]["s2l"].get("placeholder", False)
+    for name, data in standard_portraits().items():
+        assert abs(silence_drift(motion, analyzer.analyze(data))) < 0.01, name

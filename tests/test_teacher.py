@@ -6,6 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from spacelive.landmarks import closed_mouth
 from spacelive.training.alignment import (
     AlignmentError,
     Phone,
@@ -13,7 +14,7 @@ from spacelive.training.alignment import (
     parse_pho,
     parse_tsv,
 )
-from spacelive.training.teacher import articulation, closed_mouth, landmark_targets
+from spacelive.training.teacher import articulation, landmark_targets
 
 PHO = "p_h\t94\ni\t45\t 0 232 80 215\n_\t55\n\nb\t65\nO\t55\nr=\t42\n; comment\n"
 

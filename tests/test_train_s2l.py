@@ -103,7 +103,6 @@ def test_training_identities_include_open_and_smiling_rests():
 
 def _closed_identity() -> np.ndarray:
     from spacelive.face_model import face_model
-    from spacelive.landmarks import MESH_TO_SPARSE
-    from spacelive.training.teacher import closed_mouth
+    from spacelive.landmarks import MESH_TO_SPARSE, closed_mouth
 
     return closed_mouth(face_model()[MESH_TO_SPARSE]).astype(np.float32)

@@ -12,10 +12,10 @@ from spacelive.landmarks import (
     MOUTH,
     RIGHT_EAR,
     SPARSE_POINTS,
+    closed_mouth,
 )
 from spacelive.training.teacher import (
     PARAMETERS,
-    closed_mouth,
     emotion_offsets,
     landmarks_from_tracks,
 )

@@ -108,6 +108,14 @@ def stream_landmarks(motion: MotionModel, avatar: Avatar, mfcc: np.ndarray) -> n
     return np.array([frame.landmarks for frame in motion.run(motion.new_state(avatar), mfcc)])
 
 
+def silence_drift(motion: MotionModel, avatar: Avatar, seconds: float = 3.0) -> float:
+    """How far the inner lips have moved from the portrait's own after ``seconds`` of digital
+    silence (normalized units, ears 2 apart). A model that keeps the face at rest in silence
+    scores about 0."""
+    landmarks = stream_landmarks(motion, avatar, offline_mfcc(np.zeros(int(16_000 * seconds))))
+    return float(inner_lip_gap(landmarks[-1:])[0] - inner_lip_gap(avatar.landmarks0[None])[0])
+
+
 def evaluate(
     motion: MotionModel,
     avatar: Avatar,

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from spacelive import FRAME_RATE
-from spacelive.landmarks import EMOTIONS, SPARSE_POINTS
+from spacelive.landmarks import (
+    CHIN_WEIGHTS,
+    EMOTIONS,
+    JAW,
+    LOWER_INNER_LIP,
+    LOWER_OUTER_LIP,
+    SPARSE_POINTS,
+    UPPER_INNER_LIP,
+    UPPER_OUTER_LIP,
+)
 from spacelive.training.alignment import Phone
 
 PARAMETERS = ("open", "spread", "protrude", "closure", "labiodental")
@@ -48,11 +57,6 @@ VISEMES = {
 }
 # fmt: on
 
-# Landmark groups (iBUG-68 indices).
-_JAW = list(range(3, 14))
-_CHIN_WEIGHTS = np.interp(np.arange(3, 14), [3, 8, 13], [0.25, 1.0, 0.25])
-_UPPER_OUTER, _LOWER_OUTER = [49, 50, 51, 52, 53], [59, 58, 57, 56, 55]  # left to right
-_UPPER_INNER, _LOWER_INNER = [61, 62, 63], [67, 66, 65]
 _CORNERS = [48, 54, 60, 64]
 _LIPS = list(range(48, 68))
 
@@ -120,21 +124,9 @@ def emotion_offsets(emotion: np.ndarray) -> np.ndarray:
     d[inner_brows, 1] += -0.04 * e["sad"] - 0.03 * e["fearful"] + 0.03 * e["disgusted"]
     d[[20, 21], 0] += 0.02 * e["angry"]
     d[[22, 23], 0] -= 0.02 * e["angry"]
-    d[_UPPER_OUTER + _UPPER_INNER, 1] += -0.03 * e["disgusted"]
-    d[_JAW + _LOWER_OUTER + _LOWER_INNER, 1] += 0.06 * e["surprised"]
+    d[UPPER_OUTER_LIP + UPPER_INNER_LIP, 1] += -0.03 * e["disgusted"]
+    d[JAW + LOWER_OUTER_LIP + LOWER_INNER_LIP, 1] += 0.06 * e["surprised"]
     return d
-
-
-def closed_mouth(identity: np.ndarray) -> np.ndarray:
-    """The identity with its lips closed (a portrait may smile with its teeth showing):
-    the lower lip and jaw rise until the inner lips meet."""
-    rest = np.asarray(identity, np.float64).copy()
-    gap = float(np.mean(rest[_LOWER_INNER, 1] - rest[_UPPER_INNER, 1]))
-    if gap > 0:
-        rest[_LOWER_INNER + _LOWER_OUTER, 1] -= gap
-        rest[_JAW, 1] -= gap * _CHIN_WEIGHTS
-        rest[[60, 64], 1] -= 0.5 * gap
-    return rest
 
 
 def landmark_targets(
@@ -162,10 +154,10 @@ def landmarks_from_tracks(
         frames += emotion_offsets(emotion)[None]
     jaw = JAW_DROP * tracked["open"] * (1 - tracked["closure"]) * (1 - 0.7 * tracked["labiodental"])
     # Jaw opening: chin and lower lip drop, the upper lip lifts a little.
-    frames[:, _JAW, 1] += jaw[:, None] * _CHIN_WEIGHTS[None]
-    frames[:, _LOWER_OUTER + _LOWER_INNER, 1] += jaw[:, None]
+    frames[:, JAW, 1] += jaw[:, None] * CHIN_WEIGHTS[None]
+    frames[:, LOWER_OUTER_LIP + LOWER_INNER_LIP, 1] += jaw[:, None]
     frames[:, [57, 66], 1] += 0.1 * jaw[:, None]  # the lower lip's centre drops most
-    frames[:, _UPPER_INNER + _UPPER_OUTER, 1] -= 0.1 * jaw[:, None]
+    frames[:, UPPER_INNER_LIP + UPPER_OUTER_LIP, 1] -= 0.1 * jaw[:, None]
     frames[:, _CORNERS, 1] += 0.4 * jaw[:, None]
     # Spread and rounding: corners out or in; rounding pushes the lips forward.
     spread = SPREAD * tracked["spread"] - 0.5 * SPREAD * tracked["protrude"]
@@ -173,16 +165,16 @@ def landmarks_from_tracks(
     frames[:, _LIPS, 0] += spread[:, None] * (rest[_LIPS, 0] - centre_x)[None] / 0.35
     frames[:, _LIPS, 2] += PROTRUSION * tracked["protrude"][:, None]
     # Bilabial closure: inner lips meet on the line between them.
-    meet = (frames[:, _UPPER_INNER, 1] + frames[:, _LOWER_INNER, 1]) / 2
+    meet = (frames[:, UPPER_INNER_LIP, 1] + frames[:, LOWER_INNER_LIP, 1]) / 2
     close = tracked["closure"][:, None]
-    for inner, outer in ((_UPPER_INNER, _UPPER_OUTER), (_LOWER_INNER, _LOWER_OUTER)):
+    for inner, outer in ((UPPER_INNER_LIP, UPPER_OUTER_LIP), (LOWER_INNER_LIP, LOWER_OUTER_LIP)):
         shift = close * (meet - frames[:, inner, 1])
         frames[:, inner, 1] += shift
         frames[:, outer[1:4], 1] += shift
     # Labiodental: the lower lip rises under the upper teeth and tucks back.
     lab = tracked["labiodental"][:, None]
-    lift = frames[:, _LOWER_INNER, 1] - (frames[:, _UPPER_INNER, 1] + 0.02)
-    frames[:, _LOWER_INNER, 1] -= lab * np.maximum(lift, 0)
-    frames[:, _LOWER_OUTER[1:4], 1] -= lab * np.maximum(lift, 0) * 0.8
-    frames[:, _LOWER_INNER + _LOWER_OUTER, 2] -= 0.05 * lab
+    lift = frames[:, LOWER_INNER_LIP, 1] - (frames[:, UPPER_INNER_LIP, 1] + 0.02)
+    frames[:, LOWER_INNER_LIP, 1] -= lab * np.maximum(lift, 0)
+    frames[:, LOWER_OUTER_LIP[1:4], 1] -= lab * np.maximum(lift, 0) * 0.8
+    frames[:, LOWER_INNER_LIP + LOWER_OUTER_LIP, 2] -= 0.05 * lab
     return frames.astype(np.float32)

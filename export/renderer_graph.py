@@ -235,15 +235,17 @@ class RendererGraph(nn.Module):
         lo_d = torch.maximum(lo_d, up_d)
         top = torch.minimum(up_d, up_s) - lid_band
         bottom = torch.maximum(lo_d, lo_s) + lower_band
-        lash = LASH_WIDTH * half_px
-        v_src = bottom - (bottom - v) * (bottom - lo_s - 1) / torch.clamp(bottom - lo_d, min=1e-3)
+        closing = up_d > up_s
+        lash = torch.where(closing, iris[:, 2, 1, None, None], LASH_WIDTH * half_px)
+        v_src = bottom - (bottom - v) * (bottom - lo_s) / torch.clamp(bottom - lo_d, min=1e-3)
         ball = torch.minimum(
             torch.maximum(v, up_s + 0.5), torch.maximum(lo_s - 0.5, up_s + 0.5)
         )  # np.clip(v, low, high): the eyeball keeps its place in the eye's frame
         v_src = torch.where(v <= lo_d, ball, v_src)
         v_src = torch.where(v < up_d, v - up_d + up_s - 1, v_src)
         stretch = (up_s - 1 - lash - top) / torch.clamp(up_d - lash - top, min=1e-3)
-        v_src = torch.where(v < up_d - lash, top + (v - top) * stretch, v_src)
+        skin = torch.where(closing, torch.minimum(v, up_s - 1 - lash), top + (v - top) * stretch)
+        v_src = torch.where(v < up_d - lash, skin, v_src)
         tx, ty = _pixels(f_src, u, v_src)
         inside_v = torch.clamp(
             torch.minimum((v - top) / lid_band, (bottom - v) / lower_band), 0.0, 1.0

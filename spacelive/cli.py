@@ -142,16 +142,9 @@ def _cmd_data_synth(args) -> int:
 def _cmd_train_s2l(args) -> int:
     from spacelive.training.train_s2l import TrainConfig, train
 
-    config = TrainConfig(
-        width=args.width,
-        steps=args.steps,
-        batch=args.batch,
-        seed=args.seed,
-        self_feed=args.self_feed,
-        lr_peak=args.lr_peak,
-        window=args.window,
-        mouth_weight=args.mouth_weight,
-    )
+    options = ("steps", "batch", "seed", "self_feed", "lr_peak", "window", "mouth_weight")
+    given = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
+    config = TrainConfig(width=args.width, **given)
     init = Path(args.init_from) if args.init_from else None
     summary = train(Path(args.data), Path(args.out), config, init_from=init)
     print(json.dumps(summary))
@@ -326,20 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
     s2l.add_argument("--data", required=True, help="corpus folder from `spacelive data synth`")
     s2l.add_argument("--width", default="realtime", choices=["paper", "realtime", "tiny"])
     s2l.add_argument("--out", default="runs/s2l", help="checkpoints, log.csv, loss.png")
-    s2l.add_argument("--steps", type=int, default=20_000)
-    s2l.add_argument("--batch", type=int, default=32)
-    s2l.add_argument("--seed", type=int, default=0)
-    s2l.add_argument(
-        "--self-feed",
-        type=float,
-        default=0.5,
-        help="share of batches fed the model's own previous output",
-    )
-    s2l.add_argument("--lr-peak", type=float, default=5e-4)
-    s2l.add_argument("--window", type=int, default=90, help="frames per training sequence")
-    s2l.add_argument(
-        "--mouth-weight", type=float, default=4.0, help="loss weight of the mouth points"
-    )
+    # Defaults (None) are TrainConfig's: the recipe lives in one place.
+    s2l.add_argument("--steps", type=int)
+    s2l.add_argument("--batch", type=int)
+    s2l.add_argument("--seed", type=int)
+    s2l.add_argument("--self-feed", type=float, help="share of batches fed the model's own output")
+    s2l.add_argument("--lr-peak", type=float)
+    s2l.add_argument("--window", type=int, help="frames per training sequence")
+    s2l.add_argument("--mouth-weight", type=float, help="loss weight of the mouth points")
     s2l.add_argument("--init-from", help="start from this checkpoint's weights (fine-tune)")
     s2l.set_defaults(run=_cmd_train_s2l)
 

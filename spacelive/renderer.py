@@ -63,6 +63,10 @@ LID_BAND, LOWER_LID_BAND = 1.2, 0.35
 """Skin above and below the eye opening that the eye layer re-maps, in eye half-widths."""
 LASH_WIDTH = 0.1
 """The upper lid's lash line, kept unstretched as the lid closes, in eye half-widths."""
+LID_SKIN_SEARCH = (0.12, 0.8)
+"""Where a closing lid's skin is looked for, above the upper lid contour, in eye half-widths:
+the lid is painted with the plainest row there. Stretching the skin above the eye drew the
+crease, a drawing's lines or a glasses rim down over the eye as stripes."""
 
 _LAYERED = sorted(
     set(UPPER_INNER_LIP[1:-1] + LOWER_INNER_LIP[1:-1])
@@ -142,17 +146,29 @@ class _SourceFeature:
     frame: _Frame
     tables: np.ndarray  # (n_contours, _PROFILE_SAMPLES)
     iris_radius: float = 0.0
+    lid_skin: float = 0.0  # an eye: how far above its upper contour the lid skin is, px
 
 
-def _source_features(kp: np.ndarray) -> dict[str, _SourceFeature]:
+def _lid_skin(image: np.ndarray, frame: _Frame, upper_table: np.ndarray) -> float:
+    """Distance (px, in the eye's frame) above the upper lid contour of the plainest row of
+    skin: bright and even across the eye, clear of the lashes, a crease or a glasses rim."""
+    u = np.linspace(-0.7, 0.7, 32, dtype=np.float32)
+    lid_v = upper_table[_profile_index(u)]
+    offsets = np.linspace(LID_SKIN_SEARCH[0], LID_SKIN_SEARCH[1], 24) * frame.half
+    x, y = frame.pixels(u[None], lid_v[None] - offsets[:, None])  # (24, 32)
+    luminance = _sample(image, x.astype(np.float32), y.astype(np.float32)).mean(axis=-1)
+    score = luminance.mean(axis=1) - 2.0 * luminance.std(axis=1)
+    return float(offsets[int(np.argmax(score))])
+
+
+def _source_features(image: np.ndarray, kp: np.ndarray) -> dict[str, _SourceFeature]:
     mouth = _Frame.between(kp[MOUTH_CORNERS[0]], kp[MOUTH_CORNERS[1]])
     features = {"mouth": _SourceFeature(mouth, _profile_tables(mouth, [kp[c] for c in _LIPS]))}
     for name, upper, lower, iris in EYES:
         frame = _Frame.between(kp[upper[0]], kp[upper[-1]])
         radius = float(np.linalg.norm(kp[iris[1:], :2] - kp[iris[0], :2], axis=1).mean())
-        features[name] = _SourceFeature(
-            frame, _profile_tables(frame, [kp[upper], kp[lower]]), radius
-        )
+        tables = _profile_tables(frame, [kp[upper], kp[lower]])
+        features[name] = _SourceFeature(frame, tables, radius, _lid_skin(image, frame, tables[0]))
     return features
 
 
@@ -218,7 +234,7 @@ class WarpRenderer:
             sigma_px=SIGMA_FACE_FRACTION * face_size,
             teeth_rgb=(DEFAULT_TEETH_RGB if teeth is None else teeth).astype(np.float32),
             shows_teeth=teeth is not None,
-            features=_source_features(kp),
+            features=_source_features(image, kp),
         )
 
     def sample_map(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray:
@@ -367,7 +383,7 @@ class WarpRenderer:
             lids_off = _contours_moved(feature, e_drv, tables)
             eye_frames.append([feature.frame.astuple(), e_drv.astuple()])
             eye_tables.append([feature.tables, tables])
-            irises.append([centre_s, centre_d, [feature.iris_radius, 0.0]])
+            irises.append([centre_s, centre_d, [feature.iris_radius, feature.lid_skin]])
             eye_moved.append(lids_off or iris_off)
             iris_moved.append(iris_off)
         f32 = lambda a: np.asarray(a, np.float32)[None]  # noqa: E731  batch of one
@@ -518,18 +534,22 @@ class WarpRenderer:
         lo_d = np.maximum(lo_d, up_d)
         top = np.minimum(up_d, up_s) - lid_band
         bottom = np.maximum(lo_d, lo_s) + lower_band
-        lash = LASH_WIDTH * f_drv.half
-        # Lid edges map a pixel inside the source lids, so a closed eye shows no sclera seam.
-        v_src = bottom - (bottom - v) * (bottom - lo_s - 1) / np.maximum(bottom - lo_d, 1e-3)
+        # A closing lid carries everything between its edge and the plain skin above it (lashes,
+        # a drawn lid line) down unchanged, and the skin row fills in above; an opening lid
+        # keeps its thin lash line and stretches the skin above it.
+        closing = up_d > up_s
+        lash = np.where(closing, feature.lid_skin, LASH_WIDTH * f_drv.half)
+        # Below the lids, the lower lid from its contour down: a closed eye shows its lash line.
+        v_src = bottom - (bottom - v) * (bottom - lo_s) / np.maximum(bottom - lo_d, 1e-3)
         eyeball = v <= lo_d
         # The eyeball does not move with the lids: it keeps its place in the eye's frame.
         v_src[eyeball] = np.clip(v, up_s + 0.5, np.maximum(lo_s - 0.5, up_s + 0.5))[eyeball]
         lid = v < up_d
-        # The lid's lash line slides down unstretched; the skin above it stretches.
         v_src[lid] = (v - up_d + up_s - 1)[lid]
         skin = v < up_d - lash
         stretch = (up_s - 1 - lash - top) / np.maximum(up_d - lash - top, 1e-3)
-        v_src[skin] = (top + (v - top) * stretch)[skin]
+        fill = np.minimum(v, up_s - 1 - lash)
+        v_src[skin] = np.where(closing, fill, top + (v - top) * stretch)[skin]
         tx, ty = f_src.pixels(u, v_src)
         inside_v = np.clip(np.minimum((v - top) / lid_band, (bottom - v) / lower_band), 0.0, 1.0)
         inside_u = np.clip((1.15 - np.abs(u)) / 0.15, 0.0, 1.0)

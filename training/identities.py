@@ -15,9 +15,7 @@ from spacelive.landmarks import (
     closed_mouth,
 )
 from spacelive.training.teacher import (
-    PARAMETERS,
     emotion_offsets,
-    landmarks_from_tracks,
 )
 
 
@@ -45,8 +43,8 @@ def identity_bank(cache: Path | None = None) -> np.ndarray:
     return bank_array
 
 
-REST_OPEN_SHARE, REST_SMILE_SHARE = 0.35, 0.3
-"""Shares of training identities whose portrait has the mouth a little open, or smiles."""
+REST_SMILE_SHARE = 0.3
+"""Share of training identities whose portrait smiles."""
 
 
 DEFORMATION = 0.06
@@ -68,13 +66,9 @@ def _smooth_deformation(face: np.ndarray, rng: np.random.Generator) -> np.ndarra
 
 def perturb(identity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random face shape: overall width and height, mouth width, lip thickness, jaw width;
-    and the portrait's own expression: some rest with the mouth a little open, some smile.
-    Portraits come that way, and in silence S2L must return to whatever rest it was given."""
+    and the portrait's own expression: some smile. (S2L is always given its rest with the lips
+    closed: see ``spacelive.motion``.)"""
     face = identity.astype(np.float64).copy()
-    if rng.random() < REST_OPEN_SHARE:
-        tracks = np.zeros((1, len(PARAMETERS)))
-        tracks[0, PARAMETERS.index("open")] = rng.uniform(0.05, 0.35)
-        face = landmarks_from_tracks(tracks, face)[0].astype(np.float64)
     if rng.random() < REST_SMILE_SHARE:
         smile = np.zeros(len(EMOTIONS))
         smile[EMOTIONS.index("happy")] = rng.uniform(0.2, 0.8)

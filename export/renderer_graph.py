@@ -34,6 +34,7 @@ from spacelive.renderer import (
     LID_BAND,
     LOWER_LID_BAND,
     MOUTH_BAND,
+    SEAM_FADE,
     WarpRenderer,
 )
 
@@ -187,7 +188,8 @@ class RendererGraph(nn.Module):
         gate = moved[:, :1, None]
         sample = _blend(sample, weight * gate, tx, ty)
 
-        alpha = torch.clamp(torch.minimum(from_upper, from_lower) + 1.0, 0.0, 1.0)
+        seam = torch.clamp((1.0 - u.abs()) / SEAM_FADE, 0.0, 1.0)
+        alpha = torch.clamp(torch.minimum(from_upper, from_lower) + seam, 0.0, 1.0)
         alpha = alpha * torch.clamp((1.0 - u.abs()) * half_px + 0.5, 0.0, 1.0) * gate
         rgb = self._interior(u, from_upper, from_lower, half_px, teeth[:, :3])
         # The portrait's own teeth, where its opening shows them at the same depth.

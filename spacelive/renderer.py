@@ -58,6 +58,9 @@ REST_TOLERANCE_PX = 0.25
 """A mouth or eye whose contours are within this of the portrait's, in the feature's own
 frame, is at rest: the global warp renders it exactly and its layer is skipped."""
 MOUTH_BAND = 0.25
+SEAM_FADE = 0.15
+"""The dark seam between closed lips fades out over this much of the mouth's half-width at
+each corner; drawn to the very corner it showed as dark ticks beyond a smile."""
 """Skin above and below the lips that the mouth layer re-maps, in mouth half-widths."""
 LID_BAND, LOWER_LID_BAND = 1.2, 0.35
 """Skin above and below the eye opening that the eye layer re-maps, in eye half-widths."""
@@ -476,7 +479,9 @@ class WarpRenderer:
         # The interior, painted at full resolution between the inner lips.
         # +1: closed lips keep a thin dark seam, which also hides where the upsampled map
         # jumps from the upper to the lower lip.
-        alpha = np.clip(np.minimum(from_upper, from_lower) + 1.0, 0.0, 1.0)
+        # The seam fades out toward the corners, where the lips meet without one.
+        seam = np.clip((1.0 - np.abs(u)) / SEAM_FADE, 0.0, 1.0)
+        alpha = np.clip(np.minimum(from_upper, from_lower) + seam, 0.0, 1.0)
         alpha *= np.clip((1.0 - np.abs(u)) * f_drv.half + 0.5, 0.0, 1.0)
         inside = alpha > 0
         if not inside.any():

@@ -6,7 +6,13 @@ import shutil
 import numpy as np
 import pytest
 
-from spacelive.training.corpus import HELD_OUT_VOICES, SentenceMaker, training_voices, utterance
+from spacelive.training.corpus import (
+    HELD_OUT_VOICES,
+    SentenceMaker,
+    synthesize,
+    training_voices,
+    utterance,
+)
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("espeak-ng") and shutil.which("mbrola") and shutil.which("flite")),
@@ -80,3 +86,12 @@ def test_some_utterances_pause_for_seconds_and_rest_through_it():
     assert pause.end_s - pause.start_s <= LONG_PAUSE_S[1] + 1.1  # plus the sentences' own ends
     inside = slice(int(pause.start_s * 30) + 8, int(pause.end_s * 30) - 8)
     assert np.abs(u["tracks"][inside]).max() < 0.01, PARAMETERS  # the teacher rests
+
+
+def test_every_installed_mbrola_voice_is_aligned():
+    """Each voice's own phoneme symbols are all known (an unknown one raises)."""
+    rng = np.random.default_rng(5)
+    sentences = SentenceMaker()
+    for voice in (v for v in training_voices() if v.engine == "mbrola"):
+        samples, phones = synthesize(voice, sentences.sentence(voice.language, rng), rng)
+        assert phones[-1].end_s == pytest.approx(len(samples) / 16_000, abs=0.02), voice.key

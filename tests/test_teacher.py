@@ -181,3 +181,22 @@ def test_the_cli_reports_a_bad_alignment_without_a_traceback(tmp_path, capsys):
     assert code == 2
     assert "line 3: unknown phoneme 'QQ'" in capsys.readouterr().err
     assert not (tmp_path / "t.npz").exists()
+
+
+@pytest.mark.parametrize(
+    "symbol, arpabet",
+    [
+        ("?I", "IH"),
+        ("i*", "IY"),
+        ("a~", "AA"),
+        ("R2", "R"),
+        ("l^", "L"),
+        ("t_h", "T"),
+        ("E:", "EH"),
+    ],
+)
+def test_voice_specific_mbrola_symbols_map_by_their_lips(symbol, arpabet):
+    """Glottal onsets, stress marks, nasal and long variants and the symbols of the German,
+    Spanish and Latin American mbrola voices."""
+    (phone,) = [p for p in parse_pho(f"{symbol} 80\n") if p.phoneme != "SIL"]
+    assert phone.phoneme == arpabet

@@ -36,7 +36,8 @@ _SAMPA = {
     "eI": "EY", "aI": "AY", "OI": "OY", "OY": "OY", "@U": "OW", "aU": "AW", "oU": "OW",
     "I@": "IH", "e@": "EH", "U@": "UH", "o/": "OW", "e~": "EH", "a~": "AA", "o~": "OW",
     "9~": "AH", "AI": "AY", "EI": "EY", "O2": "AO", "5": "L", "l/": "L", "l#": "L",
-    "e/": "EH", "_": "SIL",
+    "e/": "EH", "_": "SIL", "R2": "R", "l^": "L", "UR": "UH", "E2": "EH", "J^": "N",
+    "ny": "N", "s2": "S",
 }
 # fmt: on
 
@@ -64,8 +65,11 @@ def _arpabet(symbol: str, where: str) -> str:
 
 def _sampa(symbol: str, where: str) -> str:
     base = symbol.removesuffix("_h")  # aspiration does not change the lips
-    for candidate in (base, base.rstrip("~:"), base.rstrip("~:").lower()):
-        if candidate in _SAMPA:  # nasal and long variants shape the lips like their base
+    plain = base.rstrip("~:*")  # nasal, long and stressed variants
+    # ... and a vowel with a glottal onset ("?I"): the lips shape the vowel.
+    vowel = plain[1:] if plain.startswith("?") and len(plain) > 1 else plain
+    for candidate in (base, plain, plain.lower(), vowel):
+        if candidate in _SAMPA:
             return _SAMPA[candidate]
     raise AlignmentError(f"{where}: unknown mbrola phoneme {symbol!r}")
 

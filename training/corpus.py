@@ -63,14 +63,16 @@ class Voice:
 
 
 _MBROLA_LANGUAGES = {
-    "us1": "en",
-    "us2": "en",
-    "us3": "en",
-    "en1": "en",
-    "de1": "de",
-    "fr1": "fr",
-    "es1": "es",
-}
+    "us1": "en", "us2": "en", "us3": "en", "en1": "en",
+    **{f"de{i}": "de" for i in range(1, 9)},
+    **{f"fr{i}": "fr" for i in range(1, 8)},
+    **{f"es{i}": "es" for i in range(1, 5)},
+    "mx1": "es", "mx2": "es", "vz1": "es",
+    # espeak-ng's English through German and French databases: English with more timbres.
+    **{f"de{i}-en": "en" for i in range(1, 7)}, "fr1-en": "en", "fr4-en": "en",
+}  # fmt: skip
+"""Every mbrola voice (espeak-ng's mb-NAME, database NAME up to the first '-', from Debian's
+mbrola-DATABASE) in a language the sentence maker writes; those installed are used."""
 WORD_LISTS = {
     "en": Path("/usr/share/dict/american-english"),
     "de": Path("/usr/share/dict/ngerman"),
@@ -85,13 +87,18 @@ _FUNCTION_WORDS = {
 }
 
 
+def _mbrola_database(voice_name: str) -> Path:
+    database = voice_name.split("-")[0]
+    return MBROLA_DIR / database / database
+
+
 def training_voices() -> list[Voice]:
     """Every installed training voice (mbrola voices but us3; flite kal16, awb, rms; espeak-ng's
     own voices for five languages, each with random variants)."""
     voices = [
         Voice("mbrola", name, language)
         for name, language in _MBROLA_LANGUAGES.items()
-        if (MBROLA_DIR / name / name).exists() and f"mbrola:{name}" not in HELD_OUT_VOICES
+        if _mbrola_database(name).exists() and f"mbrola:{name}" not in HELD_OUT_VOICES
     ]
     voices += [Voice("flite", name, "en") for name in ("kal16", "awb", "rms")]
     voices += [Voice("espeak", name, language) for name, language in ESPEAK_VOICES.items()]
@@ -159,7 +166,7 @@ def synthesize(voice: Voice, text: str, rng: np.random.Generator) -> tuple[np.nd
             check=True,
         ).stdout
         pho = _scale_pho(pho, tempo, pitch, lead, tail)
-        database = MBROLA_DIR / voice.name / voice.name
+        database = _mbrola_database(voice.name)
         wav = subprocess.run(
             ["mbrola", "-e", str(database), "-", "-.wav"],
             input=pho.encode(),

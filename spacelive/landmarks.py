@@ -51,8 +51,10 @@ MOUTH = slice(48, 68)
 JAW = list(range(3, 14))
 CHIN_WEIGHTS = np.interp(np.arange(3, 14), [3, 8, 13], [0.25, 1.0, 0.25])
 """How far each JAW point follows the chin."""
-UPPER_OUTER_LIP, LOWER_OUTER_LIP = [49, 50, 51, 52, 53], [59, 58, 57, 56, 55]  # left to right
-UPPER_INNER_LIP, LOWER_INNER_LIP = [61, 62, 63], [67, 66, 65]
+# Lip contours in the iBUG-68 layout, left to right (the mesh's are in spacelive.rig).
+IBUG_UPPER_OUTER_LIP = [49, 50, 51, 52, 53]
+IBUG_LOWER_OUTER_LIP = [59, 58, 57, 56, 55]
+IBUG_UPPER_INNER_LIP, IBUG_LOWER_INNER_LIP = [61, 62, 63], [67, 66, 65]
 
 POSE_DIMS = 6
 """Head pose per frame: yaw, pitch, roll (radians), then translation x, y, z."""
@@ -79,9 +81,9 @@ def closed_mouth(landmarks: np.ndarray) -> np.ndarray:
     """Normalized landmarks (110, 3) with the lips closed (a portrait may smile with its
     teeth showing): the lower lip and jaw rise until the inner lips meet."""
     rest = np.asarray(landmarks, np.float64).copy()
-    gap = float(np.mean(rest[LOWER_INNER_LIP, 1] - rest[UPPER_INNER_LIP, 1]))
+    gap = float(np.mean(rest[IBUG_LOWER_INNER_LIP, 1] - rest[IBUG_UPPER_INNER_LIP, 1]))
     if gap > 0:
-        rest[LOWER_INNER_LIP + LOWER_OUTER_LIP, 1] -= gap
+        rest[IBUG_LOWER_INNER_LIP + IBUG_LOWER_OUTER_LIP, 1] -= gap
         rest[JAW, 1] -= gap * CHIN_WEIGHTS
         rest[[60, 64], 1] -= 0.5 * gap
     return rest

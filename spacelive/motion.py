@@ -104,7 +104,7 @@ class MotionModel:
     @staticmethod
     def _transfer(avatar: Avatar) -> DenseTransfer:
         frontal = normalize_landmarks(avatar.kp_source, avatar.pose)
-        return DenseTransfer(avatar.kp_source, avatar.kp_source[MESH_TO_SPARSE], frontal[:, 1])
+        return DenseTransfer(avatar.kp_source, avatar.kp_source[MESH_TO_SPARSE], frontal[:, :2])
 
     def run(self, state: MotionState, mfcc: np.ndarray) -> list[FrameMotion]:
         """A whole known stream at once: every frame of mfcc (T, 40), lookahead flushed."""

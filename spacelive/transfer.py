@@ -3,12 +3,14 @@
 Stands in for Landmarks2Latents while that stage ships untrained: each of the 478 mesh points
 follows the displacement of its nearest sparse landmarks (inverse-distance weights), taken
 only from its own side of the mouth, so that an opening jaw carries the lower lip and chin
-and leaves the upper lip where it is.
+and leaves the upper lip where it is. The sides part along the line between the inner lips
+(beyond the corners, at the corners' height): in a broad smile the upper lip's centre sits
+lower than the corners, and a split at the corners' height dragged it down with the jaw.
 """
 
 import numpy as np
 
-from spacelive.landmarks import MESH_TO_SPARSE
+from spacelive.rig import LOWER_INNER_LIP, UPPER_INNER_LIP
 
 NEIGHBOURS = 4
 # Sparse (iBUG-68) points that move with the lower jaw.
@@ -19,11 +21,10 @@ _CORNERS = {48, 54, 60, 64}
 class DenseTransfer:
     """Precomputed for one avatar; ``apply`` is a small batched matmul."""
 
-    def __init__(self, kp_source: np.ndarray, sparse_source: np.ndarray, frontal_y: np.ndarray):
-        """kp_source: (478, 3) and sparse_source: (110, 3) crop coordinates; frontal_y: (478,)
-        each mesh point's height in the face's frontal frame (y down), to split the mouth."""
-        corners_y = frontal_y[MESH_TO_SPARSE[list(_CORNERS)]].mean()
-        mesh_lower = frontal_y > corners_y
+    def __init__(self, kp_source: np.ndarray, sparse_source: np.ndarray, frontal: np.ndarray):
+        """kp_source: (478, 3) and sparse_source: (110, 3) crop coordinates; frontal: (478, 2+)
+        each mesh point in the face's frontal frame (x right, y down), to split the mouth."""
+        mesh_lower = frontal[:, 1] > _lip_parting(frontal)
         sparse_lower = np.array([i in _LOWER_SPARSE for i in range(len(sparse_source))])
         sparse_either = np.array([i in _CORNERS for i in range(len(sparse_source))])
         distance = np.linalg.norm(kp_source[:, None, :2] - sparse_source[None, :, :2], axis=-1)
@@ -40,3 +41,12 @@ class DenseTransfer:
         """Posed sparse landmarks (B, 110, 3) -> keypoints (B, 478, 3), crop coordinates."""
         moved = sparse - self.sparse_source[None]
         return self.kp_source[None] + (moved[:, self.index] * self.weights[None, :, :, None]).sum(2)
+
+
+def _lip_parting(frontal: np.ndarray) -> np.ndarray:
+    """(478,) height of the line between the inner lips at each mesh point's x (frontal frame);
+    beyond the mouth corners, the corners' height."""
+    x = frontal[UPPER_INNER_LIP, 0]
+    middle = (frontal[UPPER_INNER_LIP, 1] + frontal[LOWER_INNER_LIP, 1]) / 2
+    order = np.argsort(x)
+    return np.interp(frontal[:, 0], x[order], middle[order])

@@ -138,6 +138,11 @@ def test_untrained_l2l_is_bridged_by_the_landmark_transfer(tmp_path, avatar):
     sparse[0, 57, 1] += 0.05  # lower lip down
     moved = state.transfer.apply(sparse)[0] - avatar.kp_source
     assert moved[17, 1] > 0.02 and abs(moved[0, 1]) < 1e-6  # lower lip moves, upper lip stays
+    # The astronaut smiles broadly: her upper lip's centre (13) sits below her mouth corners,
+    # and stays with the upper lip all the same.
+    sparse[0, 66, 1] += 0.05  # lower inner lip down
+    moved = state.transfer.apply(sparse)[0] - avatar.kp_source
+    assert moved[14, 1] > 0.02 and abs(moved[13, 1]) < 1e-6
     frames = session.feed(pcm_s16le(speechlike(1.0, seed=3))) + session.flush()
     assert len(frames) == 30 and len({f.data for f in frames[1:]}) > 10
 

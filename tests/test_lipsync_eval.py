@@ -81,11 +81,12 @@ def test_eval_lipsync_command(tmp_path, tiny_models):
 def test_s2l_speaks_around_the_closed_mouth_and_gives_the_portrait_back(engine, avatar):
     """The astronaut smiles with parted lips: S2L is given her face with the lips closed, and
     her own mouth is added to what it returns."""
-    from spacelive.landmarks import LOWER_INNER_LIP, UPPER_INNER_LIP
+    from spacelive.landmarks import IBUG_LOWER_INNER_LIP, IBUG_UPPER_INNER_LIP
 
     state = engine.motion.new_state(avatar)
-    gap = state.speech_rest[0, LOWER_INNER_LIP, 1] - state.speech_rest[0, UPPER_INNER_LIP, 1]
-    portrait_gap = avatar.landmarks0[LOWER_INNER_LIP, 1] - avatar.landmarks0[UPPER_INNER_LIP, 1]
+    upper, lower = IBUG_UPPER_INNER_LIP, IBUG_LOWER_INNER_LIP
+    gap = state.speech_rest[0, lower, 1] - state.speech_rest[0, upper, 1]
+    portrait_gap = avatar.landmarks0[lower, 1] - avatar.landmarks0[upper, 1]
     assert portrait_gap.mean() > 0.02 and abs(gap.mean()) < 1e-6
     np.testing.assert_allclose(state.speech_rest + state.rest_offset, avatar.landmarks0[None])
 

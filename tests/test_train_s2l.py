@@ -108,7 +108,7 @@ def test_training_identities_smile_and_keep_the_ears_two_apart(monkeypatch):
 
 
 def test_training_samples_speak_around_a_closed_mouth(corpus):
-    from spacelive.landmarks import LOWER_INNER_LIP, UPPER_INNER_LIP
+    from spacelive.landmarks import IBUG_LOWER_INNER_LIP, IBUG_UPPER_INNER_LIP
     from spacelive.training.teacher import landmarks_from_tracks
     from spacelive.training.train_s2l import Corpus, sample_batch
 
@@ -120,7 +120,8 @@ def test_training_samples_speak_around_a_closed_mouth(corpus):
         Corpus(corpus), bank, np.random.default_rng(3), replace(config(1), batch=16)
     )
     rest = batch[1].numpy()
-    gaps = rest[:, LOWER_INNER_LIP, 1].mean(axis=1) - rest[:, UPPER_INNER_LIP, 1].mean(axis=1)
+    upper, lower = IBUG_UPPER_INNER_LIP, IBUG_LOWER_INNER_LIP
+    gaps = rest[:, lower, 1].mean(axis=1) - rest[:, upper, 1].mean(axis=1)
     assert float(gaps.max()) < 1e-5  # closed (overlapping lips stay as they are)
 
 

@@ -18,12 +18,12 @@ from spacelive import FRAME_RATE
 from spacelive.landmarks import (
     CHIN_WEIGHTS,
     EMOTIONS,
+    IBUG_LOWER_INNER_LIP,
+    IBUG_LOWER_OUTER_LIP,
+    IBUG_UPPER_INNER_LIP,
+    IBUG_UPPER_OUTER_LIP,
     JAW,
-    LOWER_INNER_LIP,
-    LOWER_OUTER_LIP,
     SPARSE_POINTS,
-    UPPER_INNER_LIP,
-    UPPER_OUTER_LIP,
 )
 from spacelive.training.alignment import Phone
 
@@ -124,8 +124,8 @@ def emotion_offsets(emotion: np.ndarray) -> np.ndarray:
     d[inner_brows, 1] += -0.04 * e["sad"] - 0.03 * e["fearful"] + 0.03 * e["disgusted"]
     d[[20, 21], 0] += 0.02 * e["angry"]
     d[[22, 23], 0] -= 0.02 * e["angry"]
-    d[UPPER_OUTER_LIP + UPPER_INNER_LIP, 1] += -0.03 * e["disgusted"]
-    d[JAW + LOWER_OUTER_LIP + LOWER_INNER_LIP, 1] += 0.06 * e["surprised"]
+    d[IBUG_UPPER_OUTER_LIP + IBUG_UPPER_INNER_LIP, 1] += -0.03 * e["disgusted"]
+    d[JAW + IBUG_LOWER_OUTER_LIP + IBUG_LOWER_INNER_LIP, 1] += 0.06 * e["surprised"]
     return d
 
 
@@ -155,9 +155,9 @@ def landmarks_from_tracks(
     jaw = JAW_DROP * tracked["open"] * (1 - tracked["closure"]) * (1 - 0.7 * tracked["labiodental"])
     # Jaw opening: chin and lower lip drop, the upper lip lifts a little.
     frames[:, JAW, 1] += jaw[:, None] * CHIN_WEIGHTS[None]
-    frames[:, LOWER_OUTER_LIP + LOWER_INNER_LIP, 1] += jaw[:, None]
+    frames[:, IBUG_LOWER_OUTER_LIP + IBUG_LOWER_INNER_LIP, 1] += jaw[:, None]
     frames[:, [57, 66], 1] += 0.1 * jaw[:, None]  # the lower lip's centre drops most
-    frames[:, UPPER_INNER_LIP + UPPER_OUTER_LIP, 1] -= 0.1 * jaw[:, None]
+    frames[:, IBUG_UPPER_INNER_LIP + IBUG_UPPER_OUTER_LIP, 1] -= 0.1 * jaw[:, None]
     frames[:, _CORNERS, 1] += 0.4 * jaw[:, None]
     # Spread and rounding: corners out or in; rounding pushes the lips forward.
     spread = SPREAD * tracked["spread"] - 0.5 * SPREAD * tracked["protrude"]
@@ -165,16 +165,19 @@ def landmarks_from_tracks(
     frames[:, _LIPS, 0] += spread[:, None] * (rest[_LIPS, 0] - centre_x)[None] / 0.35
     frames[:, _LIPS, 2] += PROTRUSION * tracked["protrude"][:, None]
     # Bilabial closure: inner lips meet on the line between them.
-    meet = (frames[:, UPPER_INNER_LIP, 1] + frames[:, LOWER_INNER_LIP, 1]) / 2
+    meet = (frames[:, IBUG_UPPER_INNER_LIP, 1] + frames[:, IBUG_LOWER_INNER_LIP, 1]) / 2
     close = tracked["closure"][:, None]
-    for inner, outer in ((UPPER_INNER_LIP, UPPER_OUTER_LIP), (LOWER_INNER_LIP, LOWER_OUTER_LIP)):
+    for inner, outer in (
+        (IBUG_UPPER_INNER_LIP, IBUG_UPPER_OUTER_LIP),
+        (IBUG_LOWER_INNER_LIP, IBUG_LOWER_OUTER_LIP),
+    ):
         shift = close * (meet - frames[:, inner, 1])
         frames[:, inner, 1] += shift
         frames[:, outer[1:4], 1] += shift
     # Labiodental: the lower lip rises under the upper teeth and tucks back.
     lab = tracked["labiodental"][:, None]
-    lift = frames[:, LOWER_INNER_LIP, 1] - (frames[:, UPPER_INNER_LIP, 1] + 0.02)
-    frames[:, LOWER_INNER_LIP, 1] -= lab * np.maximum(lift, 0)
-    frames[:, LOWER_OUTER_LIP[1:4], 1] -= lab * np.maximum(lift, 0) * 0.8
-    frames[:, LOWER_INNER_LIP + LOWER_OUTER_LIP, 2] -= 0.05 * lab
+    lift = frames[:, IBUG_LOWER_INNER_LIP, 1] - (frames[:, IBUG_UPPER_INNER_LIP, 1] + 0.02)
+    frames[:, IBUG_LOWER_INNER_LIP, 1] -= lab * np.maximum(lift, 0)
+    frames[:, IBUG_LOWER_OUTER_LIP[1:4], 1] -= lab * np.maximum(lift, 0) * 0.8
+    frames[:, IBUG_LOWER_INNER_LIP + IBUG_LOWER_OUTER_LIP, 2] -= 0.05 * lab
     return frames.astype(np.float32)

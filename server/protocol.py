@@ -9,10 +9,17 @@ import json
 import struct
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from spacelive import FRAME_RATE, FRAME_SIZE
 from spacelive.audio import SUPPORTED_SAMPLE_RATES
+from spacelive.controls import (
+    DEFAULT_BLINKS_PER_MINUTE,
+    MAX_BLINKS_PER_MINUTE,
+    MAX_GAZE,
+    ControlUpdate,
+)
 from spacelive.landmarks import EMOTIONS
 
 PROTOCOL_VERSION: Literal[1] = 1
@@ -72,9 +79,34 @@ class Controls(_Strict):
                 raise ValueError(f"unknown emotion {unknown}; use {', '.join(EMOTIONS)}")
         return emotion
 
+    blinks_per_minute: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=MAX_BLINKS_PER_MINUTE,
+        description=f"blink rate (a Poisson process); 0 disables; {DEFAULT_BLINKS_PER_MINUTE:g} "
+        "if never set",
+    )
+    blink: bool = Field(default=False, description="blink now (4 frames)")
+    gaze: (
+        tuple[
+            Annotated[float, Field(ge=-MAX_GAZE, le=MAX_GAZE)],
+            Annotated[float, Field(ge=-MAX_GAZE, le=MAX_GAZE)],
+        ]
+        | None
+    ) = Field(default=None, description="iris offset [x right, y down] in half eye widths")
+
     def emotion_vector(self) -> list[float]:
         emotion = self.emotion or {}
         return [float(emotion.get(name, 0.0)) for name in EMOTIONS]
+
+    def update(self) -> ControlUpdate:
+        """What the session should change (fields left out change nothing)."""
+        return ControlUpdate(
+            emotion=None if self.emotion is None else np.array(self.emotion_vector(), np.float32),
+            blinks_per_minute=self.blinks_per_minute,
+            gaze=self.gaze,
+            blink=self.blink,
+        )
 
 
 class Start(_Strict):

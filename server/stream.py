@@ -141,7 +141,7 @@ class _Connection:
             handler.engine.open_session,
             avatar,
             start.audio.sample_rate,
-            start.controls.emotion_vector(),
+            start.controls.update(),
             start.seed,
         )
         log.info("session %s: started on avatar %s", self.session_id, avatar.avatar_id)
@@ -170,8 +170,7 @@ class _Connection:
     def _on_control(self, control: Control) -> None:
         if self.session is None:
             raise ProtocolError("control_before_start", "`control` arrived before `start`")
-        if control.emotion is not None:
-            self.session.set_emotion(control.emotion_vector())
+        self.session.control(control.update())
 
     async def _on_end(self) -> None:
         if self.session is None:

@@ -71,6 +71,8 @@ def _cmd_stream(args) -> int:
         Path(args.image) if args.image else None,
         realtime=args.realtime,
         stats_path=Path(args.stats) if args.stats else None,
+        controls=_controls(**vars(args)).model_dump(exclude_none=True, exclude_defaults=True),
+        seed=args.seed,
     )
     print(json.dumps(stats, indent=2))
     return 0
@@ -86,7 +88,9 @@ def _cmd_render(args) -> int:
         Path(args.image),
         Path(args.audio),
         Path(args.output),
+        _controls(**vars(args)).update(),
         seed=args.seed,
+        contact_sheet=Path(args.contact_sheet) if args.contact_sheet else None,
     )
     elapsed = time.perf_counter() - t0
     print(json.dumps({"frames": frames, "seconds": elapsed, "output": args.output}))
@@ -179,19 +183,46 @@ def _cmd_teach(args) -> int:
 
 def _emotion_vector(text: str | None) -> list[float]:
     """'happy=0.7,surprised=0.3' -> the 8 intensities (validated like the wire format)."""
+    return _controls(emotion=text).emotion_vector()
+
+
+def _controls(emotion=None, blinks_per_minute=None, gaze=None, **_):
+    """Command-line controls -> the wire format's `controls`, validated the same way.
+    emotion: 'happy=0.7,surprised=0.3'; gaze: 'X,Y'."""
+    from pydantic import ValidationError
+
     from spacelive.server.protocol import Controls
 
-    pairs = {}
-    for item in filter(None, (text or "").split(",")):
-        name, _, value = item.partition("=")
+    fields: dict = {"blinks_per_minute": blinks_per_minute}
+    if emotion is not None:
+        pairs = {}
+        for item in filter(None, emotion.split(",")):
+            name, _, value = item.partition("=")
+            try:
+                pairs[name.strip()] = float(value or 1.0)
+            except ValueError:
+                raise SystemExit(f"--emotion: {item!r} is not name=intensity") from None
+        fields["emotion"] = pairs
+    if gaze is not None:
         try:
-            pairs[name.strip()] = float(value or 1.0)
+            x, y = (float(v) for v in gaze.split(","))
         except ValueError:
-            raise SystemExit(f"--emotion: {item!r} is not name=intensity") from None
+            raise SystemExit(f"--gaze: {gaze!r} is not X,Y") from None
+        fields["gaze"] = (x, y)
     try:
-        return Controls(emotion=pairs).emotion_vector()
-    except ValueError as exc:
-        raise SystemExit(f"--emotion: {exc}") from None
+        return Controls(**fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SystemExit(f"controls: {problems}") from None
+
+
+def _add_control_options(parser) -> None:
+    parser.add_argument("--emotion", help="e.g. happy=0.7,surprised=0.3 (each in [0, 1])")
+    parser.add_argument(
+        "--blinks-per-minute", type=float, help="blink rate, 0 disables (default 15)"
+    )
+    parser.add_argument("--gaze", help="iris offset X,Y in half eye widths, e.g. 0.3,-0.1")
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same generated motion")
 
 
 def _cmd_eval_lipsync(args) -> int:
@@ -293,13 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("-o", "--output", required=True, help="MP4 to write")
     stream.add_argument("--realtime", action="store_true", help="pace 20 ms chunks in real time")
     stream.add_argument("--stats", help="write latency/fps statistics JSON here")
+    _add_control_options(stream)
     stream.set_defaults(run=_cmd_stream)
 
     render = sub.add_parser("render", help="render offline, without a server")
     render.add_argument("image")
     render.add_argument("audio")
     render.add_argument("-o", "--output", required=True)
-    render.add_argument("--seed", type=int, default=0)
+    _add_control_options(render)
     render.add_argument("--contact-sheet", help="also write a PNG grid of frames across the clip")
     engine_options(render)
     render.set_defaults(run=_cmd_render)

@@ -5,8 +5,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from spacelive.controls import ControlUpdate
 from spacelive.face import Avatar
 from spacelive.motion import MotionModel
 from spacelive.renderer import Renderer, WarpRenderer
@@ -48,8 +47,9 @@ class Engine:
         self,
         avatar: Avatar,
         sample_rate: int,
-        emotion: np.ndarray | None = None,
+        controls: ControlUpdate | None = None,
         seed: int = 0,
     ) -> StreamSession:
-        """A new stream on ``avatar`` with audio at ``sample_rate``."""
-        return StreamSession(self.motion, self.renderer, avatar, sample_rate, emotion, seed)
+        """A new stream on ``avatar`` with audio at ``sample_rate``; ``seed`` fixes the
+        generated motion (head pose, blinks)."""
+        return StreamSession(self.motion, self.renderer, avatar, sample_rate, controls, seed)

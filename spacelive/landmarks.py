@@ -37,6 +37,26 @@ RIGHT_IRIS = [468, 469, 470, 471, 472]
 LEFT_IRIS = [473, 474, 475, 476, 477]
 # fmt: on
 
+# Mesh contours (478-point mesh indices), for the rig, the renderer and the landmark transfer.
+# fmt: off
+UPPER_INNER_LIP = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
+LOWER_INNER_LIP = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
+UPPER_OUTER_LIP = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291]
+LOWER_OUTER_LIP = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291]
+# Eyelids, from the outer to the inner corner for the subject's right eye (image left) and
+# from the inner to the outer corner for the left eye: both run left to right in the image.
+RIGHT_UPPER_LID = [33, 246, 161, 160, 159, 158, 157, 173, 133]
+RIGHT_LOWER_LID = [33, 7, 163, 144, 145, 153, 154, 155, 133]
+LEFT_UPPER_LID = [362, 398, 384, 385, 386, 387, 388, 466, 263]
+LEFT_LOWER_LID = [362, 382, 381, 380, 374, 373, 390, 249, 263]
+# fmt: on
+UPPER_LIP_CENTRE, LOWER_LIP_CENTRE = 13, 14
+MOUTH_CORNERS = (61, 291)
+EYES = (
+    ("right", RIGHT_UPPER_LID, RIGHT_LOWER_LID, RIGHT_IRIS),
+    ("left", LEFT_UPPER_LID, LEFT_LOWER_LID, LEFT_IRIS),
+)
+
 MESH_TO_EYES = np.array(RIGHT_EYELID + RIGHT_IRIS + LEFT_EYELID + LEFT_IRIS, dtype=np.int64)
 MESH_TO_SPARSE = np.concatenate([MESH_TO_IBUG68, MESH_TO_EYES])
 

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from spacelive.controls import ControlUpdate, FaceControls
+from spacelive.eyes import pose_eyes
 from spacelive.face import Avatar, normalize_landmarks, pose_landmarks, rotation_from_angles
-from spacelive.landmarks import EMOTIONS, MESH_TO_SPARSE, POSE_DIMS, closed_mouth
+from spacelive.landmarks import MESH_TO_SPARSE, POSE_DIMS, closed_mouth
 from spacelive.runners import StageSet
 from spacelive.timing import StageTimes
 from spacelive.transfer import DenseTransfer
@@ -40,7 +42,7 @@ class MotionState:
     axis 1) so that sessions concatenate directly."""
 
     avatar: Avatar
-    emotion: np.ndarray  # (1, 8) float32
+    controls: FaceControls  # emotion, blinks, gaze
     z: np.ndarray  # (1, pose_latent) float32
     caches: list[np.ndarray]  # 12 x (1, C_in, kernel - 1)
     s2l_h: np.ndarray  # (2, 1, H)
@@ -72,16 +74,15 @@ class MotionModel:
         self.l2l_placeholder = bool(stages.manifest["stages"]["l2l"].get("placeholder", False))
 
     def new_state(
-        self, avatar: Avatar, emotion: np.ndarray | None = None, seed: int = 0
+        self, avatar: Avatar, controls: ControlUpdate | None = None, seed: int = 0
     ) -> MotionState:
         """Fresh state for a stream: zero caches and LSTM state, previous = the portrait."""
         st = self.stages
-        emotion = np.zeros(len(EMOTIONS), np.float32) if emotion is None else emotion
         rng = np.random.default_rng(seed)
         speech_rest = closed_mouth(avatar.landmarks0)[None].astype(np.float32)
         return MotionState(
             avatar=avatar,
-            emotion=np.asarray(emotion, np.float32).reshape(1, len(EMOTIONS)),
+            controls=FaceControls(controls, seed),
             z=rng.standard_normal((1, self.pose_latent)).astype(np.float32),
             caches=[
                 np.zeros(st.input_shape("audio_encoder", n, 1), np.float32)
@@ -155,7 +156,8 @@ class MotionModel:
             return results
         rows = [states[i] for i in due]
         audio = encoded["audio"][due]
-        emotion = np.concatenate([s.emotion for s in rows])
+        now = [s.controls.advance() for s in rows]
+        emotion = np.stack([c.emotion for c in now])
         first = np.array([positions[i] == 0 for i in due], np.float32)
 
         s2l = st.s2l.run(
@@ -187,6 +189,9 @@ class MotionModel:
         translation = np.stack([s.avatar.pose.translation for s in rows]) + pose["pose"][:, 3:]
         scale = np.array([s.avatar.pose.scale for s in rows])[:, None, None]
         spoken = s2l["landmarks"] + np.concatenate([s.rest_offset for s in rows])
+        for j, c in enumerate(now):  # blinks and gaze, on the face before it is posed
+            if c.closure > 0 or c.gaze.any():
+                spoken[j] = pose_eyes(spoken[j], c.closure, c.gaze)
         posed = pose_landmarks(spoken, rotation, translation, scale)
         if self.l2l_placeholder:
             keypoints = np.concatenate(

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from spacelive.audio import pcm_s16le, read_audio
+from spacelive.controls import ControlUpdate
 from spacelive.engine import Engine
 from spacelive.face import FaceAnalyzer
 from spacelive.video import EncodedFrame, write_mp4
@@ -17,12 +18,12 @@ def render_frames(
     image: bytes,
     samples: np.ndarray,
     sample_rate: int,
-    emotion: np.ndarray | None = None,
+    controls: ControlUpdate | None = None,
     seed: int = 0,
 ) -> list[EncodedFrame]:
     """Portrait bytes + mono float audio -> the encoded frames a stream would receive."""
     avatar = FaceAnalyzer().analyze(image)
-    session = engine.open_session(avatar, sample_rate, emotion, seed)
+    session = engine.open_session(avatar, sample_rate, controls, seed)
     try:
         pcm = pcm_s16le(samples)
         step = 2 * int(sample_rate * FEED_SECONDS)
@@ -36,10 +37,24 @@ def render_frames(
 
 
 def render_file(
-    engine: Engine, image_path: Path, audio_path: Path, out: Path, seed: int = 0
+    engine: Engine,
+    image_path: Path,
+    audio_path: Path,
+    out: Path,
+    controls: ControlUpdate | None = None,
+    seed: int = 0,
+    contact_sheet: Path | None = None,
 ) -> int:
-    """`spacelive render`: writes the MP4 and returns its frame count."""
+    """`spacelive render`: writes the MP4 (and a contact sheet of frames across the clip, if
+    asked) and returns the frame count."""
     samples, rate = read_audio(audio_path)
-    frames = render_frames(engine, Path(image_path).read_bytes(), samples, rate, seed=seed)
+    frames = render_frames(engine, Path(image_path).read_bytes(), samples, rate, controls, seed)
     write_mp4(Path(out), frames, samples, rate)
+    if contact_sheet is not None:
+        from PIL import Image
+
+        from spacelive.sheet import contact_sheet as grid
+        from spacelive.sheet import decoded_frames
+
+        Image.fromarray(grid(decoded_frames(frames))).save(contact_sheet)
     return len(frames)

@@ -18,14 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from spacelive.face import Avatar, FaceAnalyzer, crop_to_pixels, fit_head_pose, pixels_to_crop
+from spacelive.landmarks import LEFT_IRIS, RIGHT_IRIS
 from spacelive.renderer import WarpRenderer
-from spacelive.rig import (
-    LEFT_IRIS,
-    RIGHT_IRIS,
-    FaceCommand,
-    FaceRig,
-    inner_lip_gap,
-)
+from spacelive.rig import FaceCommand, FaceRig, inner_lip_gap
 from spacelive.sheet import contact_sheet
 
 log = logging.getLogger(__name__)
@@ -104,12 +99,14 @@ class RenderChecker:
         return frame, driving
 
     def rest(self, motion=None, seconds: float = 2.0) -> CheckResult:
-        """Silence through the motion stages (pose fixed), rendered: PSNR against the crop."""
+        """Silence through the motion stages (pose fixed, no blinks), rendered: PSNR against
+        the crop."""
         frames = []
         if motion is not None:
             from spacelive.audio import offline_mfcc
+            from spacelive.controls import ControlUpdate
 
-            state = motion.new_state(self.avatar)
+            state = motion.new_state(self.avatar, ControlUpdate(blinks_per_minute=0))
             state.z[:] = 0.0
             mfcc = offline_mfcc(np.zeros(int(16_000 * seconds)))
             frames = [

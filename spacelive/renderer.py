@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from spacelive import FRAME_SIZE
-from spacelive.rig import (
+from spacelive.landmarks import (
     EYES,
     LOWER_INNER_LIP,
     LOWER_OUTER_LIP,

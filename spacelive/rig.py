@@ -9,27 +9,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spacelive.eyes import close_lids, move_iris
 from spacelive.face import HeadPose, crop_to_pixels, pixels_to_crop, rotation_from_angles
-
-# fmt: off
-UPPER_INNER_LIP = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
-LOWER_INNER_LIP = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
-UPPER_OUTER_LIP = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291]
-LOWER_OUTER_LIP = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291]
-# Eyelids, from the outer to the inner corner for the subject's right eye (image left) and
-# from the inner to the outer corner for the left eye: both run left to right in the image.
-RIGHT_UPPER_LID = [33, 246, 161, 160, 159, 158, 157, 173, 133]
-RIGHT_LOWER_LID = [33, 7, 163, 144, 145, 153, 154, 155, 133]
-LEFT_UPPER_LID = [362, 398, 384, 385, 386, 387, 388, 466, 263]
-LEFT_LOWER_LID = [362, 382, 381, 380, 374, 373, 390, 249, 263]
-RIGHT_IRIS = [468, 469, 470, 471, 472]
-LEFT_IRIS = [473, 474, 475, 476, 477]
-# fmt: on
-UPPER_LIP_CENTRE, LOWER_LIP_CENTRE = 13, 14
-MOUTH_CORNERS = (61, 291)
-EYES = (
-    ("right", RIGHT_UPPER_LID, RIGHT_LOWER_LID, RIGHT_IRIS),
-    ("left", LEFT_UPPER_LID, LEFT_LOWER_LID, LEFT_IRIS),
+from spacelive.landmarks import (
+    EYES,
+    LOWER_INNER_LIP,
+    LOWER_LIP_CENTRE,
+    LOWER_OUTER_LIP,
+    MOUTH_CORNERS,
+    UPPER_INNER_LIP,
+    UPPER_LIP_CENTRE,
+    UPPER_OUTER_LIP,
 )
 
 
@@ -107,33 +97,7 @@ class FaceRig:
             target = max(command.mouth_open, 0.0) * self.mouth_width
             f[:, 1] += self._jaw * (target - gap) / self._gap_per_unit
         for _, upper, lower, iris in EYES:
-            self._eye(f, upper, lower, iris, command)
+            move_iris(f, upper, lower, iris, command.gaze)
+            close_lids(f, upper, lower, command.blink)
         turn = rotation_from_angles(command.yaw, command.pitch, command.roll)
         return _posed(f, self.pose, turn)
-
-    @staticmethod
-    def _eye(f: np.ndarray, upper: list[int], lower: list[int], iris: list[int], command) -> None:
-        inner_upper, inner_lower = upper[1:-1], lower[1:-1]
-        half_width = np.linalg.norm(f[upper[-1], :2] - f[upper[0], :2]) / 2
-        gx, gy = command.gaze
-        if gx or gy:
-            # Keep the iris centre inside the opening, a little away from the lids.
-            centre = f[iris[0]].copy()
-            target = centre[:2] + half_width * np.array([gx, gy])
-            lo_x, hi_x = f[upper[0], 0], f[upper[-1], 0]
-            target[0] = np.clip(target[0], lo_x + 0.35 * half_width, hi_x - 0.35 * half_width)
-            col = np.interp(target[0], f[inner_upper, 0], f[inner_upper, 1])
-            low = np.interp(target[0], f[inner_lower, 0], f[inner_lower, 1])
-            target[1] = np.clip(
-                target[1],
-                min(col + 0.1 * half_width, centre[1]),
-                max(low - 0.1 * half_width, centre[1]),
-            )
-            f[iris, :2] += target - centre[:2]
-        if command.blink > 0:
-            closed = np.clip(command.blink, 0.0, 1.0)
-            # The upper lid travels most of the way to the lower lid, which rises a little;
-            # they meet in depth too, or a turned or tilted head shows a gap between them.
-            meet = 0.8 * f[inner_lower, 1:] + 0.2 * f[inner_upper, 1:]
-            f[inner_upper, 1:] += closed * (meet - f[inner_upper, 1:])
-            f[inner_lower, 1:] += closed * (meet - f[inner_lower, 1:])

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from spacelive.audio import N_MFCC, MfccStreamer, Resampler, frame_count
+from spacelive.controls import ControlUpdate
 from spacelive.face import Avatar, crop_to_pixels
 from spacelive.motion import FrameMotion, MotionModel
 from spacelive.renderer import Renderer
@@ -38,7 +39,7 @@ class StreamSession:
         renderer: Renderer,
         avatar: Avatar,
         sample_rate: int,
-        emotion: np.ndarray | None = None,
+        controls: ControlUpdate | None = None,
         seed: int = 0,
     ):
         try:
@@ -51,7 +52,7 @@ class StreamSession:
         self._renderer = renderer
         self._render_source = renderer.prepare(avatar.image, avatar.mesh_px)
         self._mfcc = MfccStreamer()
-        self._state = motion.new_state(avatar, emotion, seed)
+        self._state = motion.new_state(avatar, controls, seed)
         self._encoder = H264Encoder()
         self._closed = False
         self.samples_received = 0
@@ -98,10 +99,11 @@ class StreamSession:
             raise RuntimeError(f"stream produced {self.frames_produced} frames, expected {total}")
         return frames
 
-    def set_emotion(self, emotion: np.ndarray) -> None:
-        """Emotion intensities (8,) for the frames from now on."""
+    def control(self, update: ControlUpdate) -> None:
+        """Change the face controls from the next frame on (ramped; see spacelive.controls).
+        Raises ValueError for values out of range, changing nothing."""
         self._check_open()
-        self._state.emotion = np.asarray(emotion, np.float32).reshape(1, -1)
+        self._state.controls.apply(update)
 
     def close(self) -> None:
         """Release the encoder; the state goes with the session object. Idempotent."""

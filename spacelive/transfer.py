@@ -10,7 +10,7 @@ lower than the corners, and a split at the corners' height dragged it down with 
 
 import numpy as np
 
-from spacelive.rig import LOWER_INNER_LIP, UPPER_INNER_LIP
+from spacelive.landmarks import LOWER_INNER_LIP, UPPER_INNER_LIP
 
 NEIGHBOURS = 4
 # Sparse (iBUG-68) points that move with the lower jaw.

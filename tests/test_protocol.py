@@ -28,6 +28,12 @@ def test_client_messages_parse():
     assert start.controls.emotion_vector()[1] == 0.7
     assert isinstance(parse_client_text('{"type": "control", "emotion": {}}'), Control)
     assert isinstance(parse_client_text('{"type": "end"}'), End)
+    control = parse_client_text(
+        '{"type": "control", "blink": true, "gaze": [0.2, -0.1], "blinks_per_minute": 0}'
+    )
+    update = control.update()
+    assert update.blink and update.gaze == (0.2, -0.1) and update.blinks_per_minute == 0
+    assert update.emotion is None  # left out: unchanged
 
 
 @pytest.mark.parametrize(
@@ -41,6 +47,9 @@ def test_client_messages_parse():
         ('{"type": "control", "emotion": {"smug": 1}}', "invalid_message", "smug"),
         ('{"type": "control", "emotion": {"happy": 3}}', "invalid_message", "less than or equal"),
         ('{"type": "start", "audio": {"encoding": "mp3"}}', "invalid_message", "pcm_s16le"),
+        ('{"type": "control", "gaze": [2, 0]}', "invalid_message", "less than or equal"),
+        ('{"type": "control", "gaze": [0.1]}', "invalid_message", "gaze"),
+        ('{"type": "control", "blinks_per_minute": -1}', "invalid_message", "greater than"),
     ],
 )
 def test_bad_messages_name_the_problem(text, code, words):

@@ -164,23 +164,39 @@ def test_render_command(tiny_models, tmp_path):
 
     wav = tmp_path / "speech.wav"
     write_wav(wav, speechlike(1.0, 16_000, seed=2), 16_000)
-    out = tmp_path / "render.mp4"
-    assert (
-        main(
-            [
-                "render",
-                str(DEFAULT_PORTRAIT),
-                str(wav),
-                "-o",
-                str(out),
-                "--models",
-                str(tiny_models),
-            ]
-        )
-        == 0
-    )
+    out, sheet = tmp_path / "render.mp4", tmp_path / "sheet.png"
+    command = ["render", str(DEFAULT_PORTRAIT), str(wav), "-o", str(out)]
+    options = ["--models", str(tiny_models), "--contact-sheet", str(sheet)]
+    controls = ["--emotion", "happy=0.7", "--gaze", "0.3,-0.1", "--blinks-per-minute", "30"]
+    assert main(command + options + controls) == 0
     with av.open(str(out)) as container:
         assert container.streams.video[0].frames == 30
+    assert sheet.stat().st_size > 100_000
+    with pytest.raises(SystemExit, match="--gaze: '0.3' is not X,Y"):
+        main(command + options + ["--gaze", "0.3"])
+    with pytest.raises(SystemExit, match="blinks_per_minute"):
+        main(command + options + ["--blinks-per-minute", "200"])
+
+
+def test_controls_change_mid_stream(live_server):
+    """A `control` between audio chunks: blink now, look right, smile; the stream carries on."""
+    pcm = (np.clip(speechlike(2.0, 16_000, seed=4), -1, 1) * 32767).astype("<i2").tobytes()
+    with connect(live_server.ws_url, max_size=WEBSOCKET_MAX_BYTES) as ws:
+        ws.send(json.dumps({**START, "controls": {"blinks_per_minute": 0}}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "ready"
+        ws.send(pcm[: len(pcm) // 2])
+        control = {"type": "control", "blink": True, "gaze": [0.4, 0], "emotion": {"happy": 1}}
+        ws.send(json.dumps(control))
+        ws.send(pcm[len(pcm) // 2 :])
+        ws.send(json.dumps({"type": "end"}))
+        frames, done = 0, None
+        while done is None:
+            reply = ws.recv(timeout=30)
+            if isinstance(reply, bytes):
+                frames += 1
+            elif json.loads(reply)["type"] in ("done", "error"):
+                done = json.loads(reply)
+    assert done["type"] == "done" and frames == 60, done
 
 
 def test_serving_needs_no_torch():

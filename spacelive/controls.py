@@ -1,0 +1,128 @@
+"""A session's live face controls, frame by frame: emotion (ramped), blinks and gaze.
+
+Clients set them at `start` and change them mid-stream (`ControlUpdate`); the motion loop asks
+``FaceControls.advance`` for each frame's values. Changes ramp, so nothing pops: an emotion
+change takes EMOTION_RAMP_FRAMES, a gaze change GAZE_RAMP_FRAMES. Blinks follow a Poisson
+process (seeded, so a seed gives the same blinks) and each closes and reopens the lids over
+the four frames of BLINK_CLOSURE (133 ms, as in the paper).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from spacelive import FRAME_RATE
+from spacelive.landmarks import EMOTIONS
+
+DEFAULT_BLINKS_PER_MINUTE = 15.0
+MAX_BLINKS_PER_MINUTE = 60.0
+BLINK_CLOSURE = (0.5, 1.0, 0.6, 0.2)
+"""Lid closure over a blink's four frames: down fast, up a little slower, as eyes do."""
+BLINK_GAP_S = 0.6
+"""Shortest time from one blink's start to the next (a Poisson process otherwise)."""
+FIRST_BLINK_S = (0.5, 2.5)
+"""The first blink comes at a uniform time in this window, so short clips blink too."""
+EMOTION_RAMP_FRAMES = 6
+GAZE_RAMP_FRAMES = 2
+MAX_GAZE = 1.0
+"""Gaze is in half eye widths; the rig keeps the iris inside the eye opening anyway."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlUpdate:
+    """What a client asks for; None (or False) leaves a control as it is."""
+
+    emotion: np.ndarray | None = None  # (8,) intensities in [0, 1], EMOTIONS order
+    blinks_per_minute: float | None = None
+    gaze: tuple[float, float] | None = None  # x right, y down, in half eye widths
+    blink: bool = False  # blink now
+
+
+@dataclass(frozen=True, slots=True)
+class FrameControls:
+    """One frame's values."""
+
+    emotion: np.ndarray  # (8,) float32
+    closure: float  # 0 open .. 1 closed
+    gaze: np.ndarray  # (2,) float32
+
+
+class FaceControls:
+    """One session's controls. ``advance`` once per frame, in frame order."""
+
+    def __init__(self, update: ControlUpdate | None = None, seed: int = 0):
+        self._rng = np.random.default_rng([seed, 0xB1])
+        self._frame = 0
+        self._emotion = np.zeros(len(EMOTIONS), np.float32)
+        self._emotion_target = self._emotion.copy()
+        self._gaze = np.zeros(2, np.float32)
+        self._gaze_target = self._gaze.copy()
+        self._gaze_step = np.zeros(2, np.float32)
+        self._rate = DEFAULT_BLINKS_PER_MINUTE
+        self._blink_start: int | None = None  # frame of the current or next blink
+        update = update or ControlUpdate()
+        self.apply(update)
+        # Values given at the start hold from the first frame: nothing to ramp from.
+        self._emotion = self._emotion_target.copy()
+        self._gaze = self._gaze_target.copy()
+        if not update.blink:
+            self._schedule(first=True)
+
+    @property
+    def blinks_per_minute(self) -> float:
+        return self._rate
+
+    def apply(self, update: ControlUpdate) -> None:
+        """Take effect from the next frame on (ramped where a jump would pop)."""
+        if update.emotion is not None:
+            emotion = np.asarray(update.emotion, np.float32).reshape(len(EMOTIONS))
+            if not np.all((emotion >= 0) & (emotion <= 1)):
+                raise ValueError("emotion intensities must be in [0, 1]")
+            self._emotion_target = emotion.copy()
+        if update.gaze is not None:
+            gaze = np.asarray(update.gaze, np.float32).reshape(2)
+            if not np.all(np.abs(gaze) <= MAX_GAZE):
+                raise ValueError(f"gaze x and y must be in [-{MAX_GAZE}, {MAX_GAZE}]")
+            self._gaze_target = gaze
+            self._gaze_step = np.abs(gaze - self._gaze) / GAZE_RAMP_FRAMES
+        if update.blinks_per_minute is not None:
+            if not 0 <= update.blinks_per_minute <= MAX_BLINKS_PER_MINUTE:
+                raise ValueError(f"blinks_per_minute must be in [0, {MAX_BLINKS_PER_MINUTE:g}]")
+            self._rate = float(update.blinks_per_minute)
+            if not self._blinking():
+                self._schedule(first=False)
+        if update.blink and not self._blinking():
+            self._blink_start = self._frame
+
+    def advance(self) -> FrameControls:
+        """This frame's values; then on to the next frame."""
+        self._emotion += np.clip(
+            self._emotion_target - self._emotion,
+            -1.0 / EMOTION_RAMP_FRAMES,
+            1.0 / EMOTION_RAMP_FRAMES,
+        )
+        self._gaze += np.clip(self._gaze_target - self._gaze, -self._gaze_step, self._gaze_step)
+        closure = 0.0
+        if self._blink_start is not None and self._frame >= self._blink_start:
+            k = self._frame - self._blink_start
+            closure = BLINK_CLOSURE[k]
+            if k == len(BLINK_CLOSURE) - 1:
+                self._schedule(first=False)
+        self._frame += 1
+        return FrameControls(self._emotion.copy(), float(closure), self._gaze.copy())
+
+    def _blinking(self) -> bool:
+        start = self._blink_start
+        return start is not None and start <= self._frame < start + len(BLINK_CLOSURE)
+
+    def _schedule(self, first: bool) -> None:
+        """The next blink's start frame, or none at rate 0."""
+        if self._rate <= 0:
+            self._blink_start = None
+            return
+        if first:
+            wait_s = self._rng.uniform(*FIRST_BLINK_S)
+        else:
+            mean_s = 60.0 / self._rate
+            wait_s = BLINK_GAP_S + self._rng.exponential(max(mean_s - BLINK_GAP_S, 1e-3))
+        self._blink_start = self._frame + max(1, round(wait_s * FRAME_RATE))

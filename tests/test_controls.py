@@ -1,0 +1,109 @@
+"""Live face controls: blinks (Poisson, seeded, 4 frames), gaze and emotion ramps, and their
+effect on the landmarks the renderer is driven by."""
+
+import numpy as np
+import pytest
+
+from spacelive.controls import (
+    BLINK_CLOSURE,
+    EMOTION_RAMP_FRAMES,
+    FIRST_BLINK_S,
+    ControlUpdate,
+    FaceControls,
+)
+from spacelive.eyes import SPARSE_EYES, pose_eyes
+from spacelive.landmarks import EMOTIONS, MESH_TO_EYES, MESH_TO_IBUG68
+
+
+def run(controls: FaceControls, frames: int):
+    return [controls.advance() for _ in range(frames)]
+
+
+def blink_starts(closures: list[float]) -> list[int]:
+    c = np.array(closures)
+    return [int(i) for i in np.flatnonzero((c > 0) & (np.concatenate([[0.0], c[:-1]]) == 0))]
+
+
+def test_blinks_follow_the_rate_and_each_takes_four_frames():
+    counts = []
+    for seed in range(20):
+        closures = [f.closure for f in run(FaceControls(seed=seed), 1800)]  # one minute
+        starts = blink_starts(closures)
+        for s in starts[:-1]:
+            assert closures[s : s + 4] == list(BLINK_CLOSURE) and closures[s + 4] == 0.0
+        counts.append(len(starts))
+    assert np.mean(counts) == pytest.approx(15, rel=0.15)  # 15 per minute by default
+
+
+def test_short_clips_blink_too():
+    for seed in range(30):
+        closures = [f.closure for f in run(FaceControls(seed=seed), 90)]  # 3 s
+        (first, *_) = blink_starts(closures)
+        assert FIRST_BLINK_S[0] * 30 - 1 <= first <= FIRST_BLINK_S[1] * 30 + 1
+
+
+def test_a_seed_gives_the_same_blinks_and_rate_zero_gives_none():
+    a = [f.closure for f in run(FaceControls(seed=4), 900)]
+    b = [f.closure for f in run(FaceControls(seed=4), 900)]
+    c = [f.closure for f in run(FaceControls(seed=5), 900)]
+    assert a == b and a != c
+    none = FaceControls(ControlUpdate(blinks_per_minute=0), seed=4)
+    assert max(f.closure for f in run(none, 900)) == 0.0
+
+
+def test_a_blink_control_blinks_at_once_even_when_blinks_are_off():
+    controls = FaceControls(ControlUpdate(blinks_per_minute=0))
+    run(controls, 10)
+    controls.apply(ControlUpdate(blink=True))
+    assert [f.closure for f in run(controls, 6)] == [*BLINK_CLOSURE, 0.0, 0.0]
+
+
+def test_emotion_changes_ramp_over_frames_and_start_values_hold_at_once():
+    happy = np.eye(len(EMOTIONS), dtype=np.float32)[EMOTIONS.index("happy")]
+    start = FaceControls(ControlUpdate(emotion=happy))
+    assert start.advance().emotion[EMOTIONS.index("happy")] == 1.0
+    controls = FaceControls()
+    run(controls, 3)
+    controls.apply(ControlUpdate(emotion=happy))
+    ramp = [f.emotion[EMOTIONS.index("happy")] for f in run(controls, EMOTION_RAMP_FRAMES + 2)]
+    assert all(0 < r < 1 for r in ramp[:4])  # at least 4 frames in between
+    assert np.all(np.diff(ramp) >= 0) and ramp[EMOTION_RAMP_FRAMES - 1] == pytest.approx(1.0)
+
+
+def test_gaze_moves_within_two_frames_and_bad_values_change_nothing():
+    controls = FaceControls()
+    controls.apply(ControlUpdate(gaze=(0.4, -0.2)))
+    gazes = [f.gaze for f in run(controls, 3)]
+    assert 0 < gazes[0][0] < 0.4 and np.allclose(gazes[1], [0.4, -0.2])
+    for bad in (ControlUpdate(gaze=(1.5, 0)), ControlUpdate(blinks_per_minute=-1)):
+        with pytest.raises(ValueError):
+            controls.apply(bad)
+    assert np.allclose(controls.advance().gaze, [0.4, -0.2])
+
+
+def test_closed_lids_meet_and_the_iris_looks_where_it_is_told(avatar):
+    face = avatar.landmarks0
+    closed = pose_eyes(face, 1.0, (0.0, 0.0))
+    for _, upper, lower, _ in SPARSE_EYES:
+        opening = np.abs(closed[upper[1:-1], 1] - closed[lower[1:-1], 1])
+        assert opening.max() < 0.05 * np.abs(face[upper[1:-1], 1] - face[lower[1:-1], 1]).max()
+    twin = 68 + list(MESH_TO_EYES).index(MESH_TO_IBUG68[37])  # the same mesh point
+    np.testing.assert_allclose(closed[37], closed[twin])  # the iBUG eye point follows
+    looking = pose_eyes(face, 0.0, (0.3, 0.0))
+    for _, upper, _, iris in SPARSE_EYES:
+        half_width = np.linalg.norm(face[upper[-1], :2] - face[upper[0], :2]) / 2
+        moved = looking[iris[0], :2] - face[iris[0], :2]
+        np.testing.assert_allclose(moved, [0.3 * half_width, 0.0], atol=1e-5)
+
+
+def test_a_blink_reaches_the_posed_face_and_leaves_it_again(engine, avatar):
+    from spacelive.audio import offline_mfcc
+
+    silence = offline_mfcc(np.zeros(16_000))
+    plain = engine.motion.new_state(avatar, ControlUpdate(blinks_per_minute=0))
+    blinking = engine.motion.new_state(avatar, ControlUpdate(blinks_per_minute=0, blink=True))
+    a, b = engine.motion.run(plain, silence), engine.motion.run(blinking, silence)
+    (_, upper, lower, _) = SPARSE_EYES[0]
+    gap = lambda m: float(np.mean(m.landmarks[lower[4], 1] - m.landmarks[upper[4], 1]))  # noqa: E731
+    assert gap(b[1]) < 0.1 * gap(a[1])  # closed at the blink's second frame
+    np.testing.assert_array_equal(a[6].landmarks, b[6].landmarks)  # and open again after

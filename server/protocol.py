@@ -18,6 +18,7 @@ from spacelive.controls import (
     DEFAULT_BLINKS_PER_MINUTE,
     MAX_BLINKS_PER_MINUTE,
     MAX_GAZE,
+    MAX_MOUTH_SCALE,
     ControlUpdate,
 )
 from spacelive.landmarks import EMOTIONS
@@ -95,6 +96,13 @@ class Controls(_Strict):
         | None
     ) = Field(default=None, description="iris offset [x right, y down] in half eye widths")
 
+    mouth_scale: float | None = Field(
+        default=None,
+        ge=1.0,
+        le=MAX_MOUTH_SCALE,
+        description="multiplies the mouth's motion (1: as predicted, up to 2); 1 if never set",
+    )
+
     def emotion_vector(self) -> list[float]:
         emotion = self.emotion or {}
         return [float(emotion.get(name, 0.0)) for name in EMOTIONS]
@@ -106,6 +114,7 @@ class Controls(_Strict):
             blinks_per_minute=self.blinks_per_minute,
             gaze=self.gaze,
             blink=self.blink,
+            mouth_scale=self.mouth_scale,
         )
 
 

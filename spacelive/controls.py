@@ -25,6 +25,9 @@ FIRST_BLINK_S = (0.5, 2.5)
 EMOTION_RAMP_FRAMES = 6
 GAZE_RAMP_FRAMES = 2
 MAX_GAZE = 1.0
+MAX_MOUTH_SCALE = 2.0
+"""Mouth motion can be exaggerated up to this factor (like Maxine's mouth expression
+multiplier), for a portrait whose lips move too little to read."""
 """Gaze is in half eye widths; the rig keeps the iris inside the eye opening anyway."""
 
 
@@ -36,6 +39,7 @@ class ControlUpdate:
     blinks_per_minute: float | None = None
     gaze: tuple[float, float] | None = None  # x right, y down, in half eye widths
     blink: bool = False  # blink now
+    mouth_scale: float | None = None  # 1 .. MAX_MOUTH_SCALE: mouth motion exaggerated
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,7 @@ class FrameControls:
     emotion: np.ndarray  # (8,) float32
     closure: float  # 0 open .. 1 closed
     gaze: np.ndarray  # (2,) float32
+    mouth_scale: float
 
 
 class FaceControls:
@@ -59,6 +64,7 @@ class FaceControls:
         self._gaze_target = self._gaze.copy()
         self._gaze_step = np.zeros(2, np.float32)
         self._rate = DEFAULT_BLINKS_PER_MINUTE
+        self._mouth_scale = 1.0
         self._blink_start: int | None = None  # frame of the current or next blink
         update = update or ControlUpdate()
         self.apply(update)
@@ -85,6 +91,10 @@ class FaceControls:
                 raise ValueError(f"gaze x and y must be in [-{MAX_GAZE}, {MAX_GAZE}]")
             self._gaze_target = gaze
             self._gaze_step = np.abs(gaze - self._gaze) / GAZE_RAMP_FRAMES
+        if update.mouth_scale is not None:
+            if not 1.0 <= update.mouth_scale <= MAX_MOUTH_SCALE:
+                raise ValueError(f"mouth_scale must be in [1, {MAX_MOUTH_SCALE:g}]")
+            self._mouth_scale = float(update.mouth_scale)
         if update.blinks_per_minute is not None:
             if not 0 <= update.blinks_per_minute <= MAX_BLINKS_PER_MINUTE:
                 raise ValueError(f"blinks_per_minute must be in [0, {MAX_BLINKS_PER_MINUTE:g}]")
@@ -109,7 +119,9 @@ class FaceControls:
             if k == len(BLINK_CLOSURE) - 1:
                 self._schedule(first=False)
         self._frame += 1
-        return FrameControls(self._emotion.copy(), float(closure), self._gaze.copy())
+        return FrameControls(
+            self._emotion.copy(), float(closure), self._gaze.copy(), self._mouth_scale
+        )
 
     def _blinking(self) -> bool:
         start = self._blink_start

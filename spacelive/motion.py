@@ -17,10 +17,13 @@ import numpy as np
 from spacelive.controls import ControlUpdate, FaceControls
 from spacelive.eyes import pose_eyes
 from spacelive.face import Avatar, normalize_landmarks, pose_landmarks, rotation_from_angles
-from spacelive.landmarks import MESH_TO_SPARSE, POSE_DIMS, closed_mouth
+from spacelive.landmarks import JAW, MESH_TO_SPARSE, MOUTH, POSE_DIMS, closed_mouth
 from spacelive.runners import StageSet
 from spacelive.timing import StageTimes
 from spacelive.transfer import DenseTransfer
+
+MOUTH_AND_JAW = np.r_[JAW, np.arange(MOUTH.start, MOUTH.stop)]
+"""Sparse landmarks whose motion the mouth-scale control multiplies."""
 
 OPEN_ENDED = np.int64(1 << 60)
 """frame_count of a stream whose end is not known yet."""
@@ -48,7 +51,6 @@ class MotionState:
     s2l_h: np.ndarray  # (2, 1, H)
     s2l_c: np.ndarray
     speech_rest: np.ndarray  # (1, 110, 3) the portrait's landmarks with the lips closed
-    rest_offset: np.ndarray  # (1, 110, 3) portrait's landmarks minus speech_rest
     landmarks: np.ndarray  # (1, 110, 3) previous S2L output (around speech_rest)
     pose_h: np.ndarray  # (2, 1, P)
     pose_c: np.ndarray
@@ -91,7 +93,6 @@ class MotionModel:
             s2l_h=np.zeros(st.input_shape("s2l", "h", 1), np.float32),
             s2l_c=np.zeros(st.input_shape("s2l", "c", 1), np.float32),
             speech_rest=speech_rest,
-            rest_offset=avatar.landmarks0[None].astype(np.float32) - speech_rest,
             landmarks=speech_rest.copy(),
             pose_h=np.zeros(st.input_shape("posegen", "h", 1), np.float32),
             pose_c=np.zeros(st.input_shape("posegen", "c", 1), np.float32),
@@ -188,7 +189,10 @@ class MotionModel:
         )
         translation = np.stack([s.avatar.pose.translation for s in rows]) + pose["pose"][:, 3:]
         scale = np.array([s.avatar.pose.scale for s in rows])[:, None, None]
-        spoken = s2l["landmarks"] + np.concatenate([s.rest_offset for s in rows])
+        speech = s2l["landmarks"] - np.concatenate([s.speech_rest for s in rows])
+        mouth_scale = np.array([c.mouth_scale for c in now], np.float32)[:, None, None]
+        speech[:, MOUTH_AND_JAW] *= mouth_scale  # the mouth-scale control; 1 keeps S2L's
+        spoken = np.concatenate([s.avatar.landmarks0[None] for s in rows]) + speech
         for j, c in enumerate(now):  # blinks and gaze, on the face before it is posed
             if c.closure > 0 or c.gaze.any():
                 spoken[j] = pose_eyes(spoken[j], c.closure, c.gaze)

@@ -107,3 +107,24 @@ def test_a_blink_reaches_the_posed_face_and_leaves_it_again(engine, avatar):
     gap = lambda m: float(np.mean(m.landmarks[lower[4], 1] - m.landmarks[upper[4], 1]))  # noqa: E731
     assert gap(b[1]) < 0.1 * gap(a[1])  # closed at the blink's second frame
     np.testing.assert_array_equal(a[6].landmarks, b[6].landmarks)  # and open again after
+
+
+def test_mouth_scale_multiplies_the_mouth_motion_only(engine, avatar):
+    from spacelive.audio import offline_mfcc
+    from spacelive.motion import MOUTH_AND_JAW
+    from tests.conftest import speechlike
+
+    mfcc = offline_mfcc(speechlike(1.0, seed=6))
+    runs = {}
+    for scale in (1.0, 2.0):
+        state = engine.motion.new_state(
+            avatar, ControlUpdate(blinks_per_minute=0, mouth_scale=scale)
+        )
+        runs[scale] = np.array([m.landmarks for m in engine.motion.run(state, mfcc)])
+    one, two = runs[1.0] - avatar.landmarks0, runs[2.0] - avatar.landmarks0
+    np.testing.assert_allclose(two[:, MOUTH_AND_JAW], 2 * one[:, MOUTH_AND_JAW], atol=1e-5)
+    others = np.setdiff1d(np.arange(110), MOUTH_AND_JAW)
+    np.testing.assert_allclose(runs[2.0][:, others], runs[1.0][:, others], atol=1e-6)
+    assert np.abs(one[:, MOUTH_AND_JAW]).max() > 0.01  # the tiny model does move the mouth
+    with pytest.raises(ValueError, match="mouth_scale"):
+        FaceControls(ControlUpdate(mouth_scale=2.5))

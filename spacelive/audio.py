@@ -212,6 +212,16 @@ def read_audio(path) -> tuple[np.ndarray, int]:
     return samples.astype(np.float32), target
 
 
+def read_speech(path) -> np.ndarray:
+    """Any audio file -> mono float32 samples at the models' 16 kHz, resampled as a session
+    resamples its stream."""
+    samples, rate = read_audio(path)
+    if rate == MODEL_SAMPLE_RATE:
+        return samples
+    resampler = Resampler(rate)
+    return np.concatenate([resampler.push(samples), resampler.finish()])
+
+
 def pcm_s16le(samples: np.ndarray) -> bytes:
     """Float samples in [-1, 1] -> PCM s16le bytes (clipped)."""
     return (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()

@@ -97,6 +97,35 @@ def _cmd_render(args) -> int:
     return 0
 
 
+def _cmd_eval_controls(args) -> int:
+    from spacelive.audio import read_speech
+    from spacelive.control_checks import evaluate, held_out_speech
+    from spacelive.engine import Engine
+    from spacelive.face import FaceAnalyzer
+    from spacelive.render_checks import standard_portraits
+
+    speech = read_speech(Path(args.audio)) if args.audio else held_out_speech()
+    portraits = standard_portraits()
+    data = (
+        portraits[args.portrait] if args.portrait in portraits else Path(args.portrait).read_bytes()
+    )
+    analyzer = FaceAnalyzer()
+    report = evaluate(
+        Engine(_engine_config(args)).motion,
+        analyzer.analyze(data),
+        speech,
+        blink_minutes=args.blink_minutes,
+        analyzer=analyzer,
+    )
+    for check, result in report["checks"].items():
+        figures = ", ".join(f"{k}={v:.4g}" for k, v in result["figures"].items())
+        figures = figures or result["detail"].get("error", "")
+        print(f"{check:10s} {'pass' if result['passed'] else 'FAIL'}  {figures}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")
+    return 0 if report["passed"] else 1
+
+
 def _cmd_eval_render(args) -> int:
     from PIL import Image
 
@@ -227,16 +256,13 @@ def _add_control_options(parser) -> None:
 
 
 def _cmd_eval_lipsync(args) -> int:
-    from spacelive.audio import MODEL_SAMPLE_RATE, Resampler, read_audio
+    from spacelive.audio import read_speech
     from spacelive.engine import DEFAULT_PORTRAIT, Engine
     from spacelive.face import FaceAnalyzer
     from spacelive.training.alignment import read_alignment
     from spacelive.training.lipsync_eval import evaluate
 
-    samples, rate = read_audio(Path(args.audio))
-    if rate != MODEL_SAMPLE_RATE:
-        resampler = Resampler(rate)
-        samples = np.concatenate([resampler.push(samples), resampler.finish()])
+    samples = read_speech(Path(args.audio))
     phones = read_alignment(Path(args.alignment), args.format)
     avatar = FaceAnalyzer().analyze(Path(args.identity or DEFAULT_PORTRAIT).read_bytes())
     result = evaluate(Engine(_engine_config(args)).motion, avatar, samples, phones)
@@ -385,6 +411,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     engine_options(eval_render)
     eval_render.set_defaults(run=_cmd_eval_render)
+
+    eval_controls = eval_sub.add_parser(
+        "controls", help="re-detect emotion, blinks and live control changes on rendered frames"
+    )
+    eval_controls.add_argument("--portrait", default="astronaut", help="standard name or a file")
+    eval_controls.add_argument(
+        "--audio", help="speech to drive it (default: held-out synthetic voices)"
+    )
+    eval_controls.add_argument("--blink-minutes", type=float, default=2.0)
+    eval_controls.add_argument("--json", help="write every figure here")
+    engine_options(eval_controls)
+    eval_controls.set_defaults(run=_cmd_eval_controls)
 
     eval_lipsync = eval_sub.add_parser(
         "lipsync", help="streamed S2L against the teacher's targets, and the energy baseline"

@@ -1,0 +1,23 @@
+"""`spacelive eval controls`: the report, its exit status, and one real figure."""
+
+import json
+
+from spacelive.audio import write_wav
+from tests.conftest import speechlike
+
+
+def test_eval_controls_reports_every_check(tmp_path, tiny_models):
+    from spacelive.cli import main
+
+    wav, out = tmp_path / "speech.wav", tmp_path / "controls.json"
+    write_wav(wav, speechlike(2.0, seed=3), 16_000)
+    command = ["eval", "controls", "--audio", str(wav), "--blink-minutes", "0.2"]
+    code = main(command + ["--json", str(out), "--models", str(tiny_models)])
+    report = json.loads(out.read_text())
+    assert set(report["checks"]) == {"emotion", "blinks", "mid_stream", "pose"}
+    assert code == (0 if report["passed"] else 1)
+    # A control changes nothing before its frame and something at it, whatever the weights.
+    mid = report["checks"]["mid_stream"]["figures"]
+    assert mid["frames_before_unchanged"] == 1 and mid["changes_at_the_next_frame"] == 1
+    # The tiny models' PoseGen is random, not a placeholder: the pose check cannot pass yet.
+    assert not report["checks"]["pose"]["passed"]

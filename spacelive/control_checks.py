@@ -220,7 +220,8 @@ def held_out_speech(seconds: float = 8.0, seed: int = 0) -> np.ndarray:
     checks: needs espeak-ng, mbrola-us3 and flite (./dev.sh installs them)."""
     from spacelive.training.corpus import SentenceMaker, Voice, synthesize
 
-    sentences, pieces, total = SentenceMaker(), [], 0
+    sentences, total = SentenceMaker(), 0
+    pieces: list[np.ndarray] = []
     voices = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
     rng = np.random.default_rng([seed, 0x5EE])
     while total < seconds * 16_000:

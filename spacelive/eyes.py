@@ -9,6 +9,9 @@ import numpy as np
 
 from spacelive.landmarks import EYES, MESH_TO_EYES, MESH_TO_IBUG68
 
+Gaze = tuple[float, float] | np.ndarray
+"""Iris offset (x right, y down) in half eye widths: a pair or a (2,) array."""
+
 
 def close_lids(f: np.ndarray, upper: list[int], lower: list[int], closure: float) -> None:
     """In place: 0 open .. 1 closed. The upper lid travels most of the way to the lower lid,
@@ -23,7 +26,7 @@ def close_lids(f: np.ndarray, upper: list[int], lower: list[int], closure: float
 
 
 def move_iris(
-    f: np.ndarray, upper: list[int], lower: list[int], iris: list[int], gaze: tuple[float, float]
+    f: np.ndarray, upper: list[int], lower: list[int], iris: list[int], gaze: Gaze
 ) -> None:
     """In place: the iris moves by ``gaze`` (x right, y down) in half eye widths, and its centre
     stays inside the opening, a little away from the corners and the lids."""
@@ -64,7 +67,7 @@ SPARSE_EYES = _sparse_eyes()
 _IBUG_EYE_TWINS = (np.arange(36, 48), np.array(_eye_block(MESH_TO_IBUG68[36:48].tolist())))
 
 
-def pose_eyes(landmarks: np.ndarray, closure: float, gaze: tuple[float, float]) -> np.ndarray:
+def pose_eyes(landmarks: np.ndarray, closure: float, gaze: Gaze) -> np.ndarray:
     """Normalized landmarks (110, 3) with the lids closed by ``closure`` and the irises moved
     by ``gaze``; the iBUG-68 eye points follow their eye-contour twins. Returns a copy."""
     f = np.array(landmarks, np.float32)

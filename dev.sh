@@ -30,10 +30,13 @@ PY
 
 ensure_speech_tools() {
   # Speech synthesis with exact phoneme timing (training corpus, teacher tests): espeak-ng,
-  # flite, and mbrola with its voices from Debian's contrib and non-free components.
+  # flite, and mbrola with its voices from Debian's contrib and non-free components; the word
+  # lists the corpus's sentences are drawn from.
   local voices="mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 mbrola-de1 mbrola-fr1 mbrola-es1"
+  local words="wamerican wngerman wfrench wspanish"
   if command -v espeak-ng >/dev/null && command -v mbrola >/dev/null \
-     && command -v flite >/dev/null && [ -d /usr/share/mbrola/us3 ]; then
+     && command -v flite >/dev/null && [ -d /usr/share/mbrola/us3 ] \
+     && [ -f /usr/share/dict/american-english ] && [ -f /usr/share/dict/spanish ]; then
     return
   fi
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
@@ -48,7 +51,7 @@ ensure_speech_tools() {
   fi
   apt-get update -qq
   # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng mbrola $voices flite >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng mbrola $voices flite $words >/dev/null
 }
 
 install() {  # $1: extras, e.g. "" or "train,dev"

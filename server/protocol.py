@@ -10,7 +10,15 @@ import struct
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from spacelive import FRAME_RATE, FRAME_SIZE
 from spacelive.audio import SUPPORTED_SAMPLE_RATES
@@ -22,6 +30,13 @@ from spacelive.controls import (
     ControlUpdate,
 )
 from spacelive.landmarks import EMOTIONS
+from spacelive.pose import (
+    MAX_TRACK_FRAMES,
+    MAX_TRANSLATION,
+    POSE_MODES,
+    PoseTrack,
+    PoseTrackError,
+)
 
 PROTOCOL_VERSION: Literal[1] = 1
 MAX_AUDIO_MESSAGE_BYTES = 1 << 20
@@ -64,6 +79,66 @@ class AudioFormat(_Strict):
         return rate
 
 
+_Angle = Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False)]
+_Shift = Annotated[float, Field(ge=-MAX_TRANSLATION, le=MAX_TRANSLATION, allow_inf_nan=False)]
+
+
+class PoseFrame(_Strict):
+    """One head pose: angles in degrees (positive yaw turns the face toward image right,
+    positive pitch tilts the chin down, positive roll turns clockwise), translation in face
+    units (half the ear-to-ear distance; x right, y down, z toward the viewer)."""
+
+    yaw: _Angle = 0.0
+    pitch: _Angle = 0.0
+    roll: _Angle = 0.0
+    x: _Shift = 0.0
+    y: _Shift = 0.0
+    z: _Shift = 0.0
+
+    def vector(self) -> np.ndarray:
+        """(6,) float32: radians and face units."""
+        angles = np.radians([self.yaw, self.pitch, self.roll])
+        return np.array([*angles, self.x, self.y, self.z], np.float32)
+
+
+class PoseTrackMessage(_Strict):
+    """A reference head motion: poses at ``fps``, transferred relative to the first."""
+
+    fps: float = Field(default=FRAME_RATE, ge=1.0, le=240.0)
+    frames: list[PoseFrame] = Field(min_length=1, max_length=MAX_TRACK_FRAMES)
+
+    def track(self) -> PoseTrack:
+        poses = np.array([f.vector() for f in self.frames], np.float64)
+        return PoseTrack.from_poses(np.degrees(poses[:, :3]), self.fps, poses[:, 3:])
+
+
+class PoseControl(_Strict):
+    """Where the head pose comes from: ``mode`` switches (blending over 6 frames); ``track``
+    (with mode reference) is the reference motion; ``live`` (with mode live) is this frame's
+    pose, held until the next."""
+
+    mode: Literal[POSE_MODES] | None = None  # type: ignore[valid-type]
+    track: PoseTrackMessage | None = None
+    live: PoseFrame | None = None
+
+    def reference(self) -> PoseTrack | None:
+        """The track, resampled to 30 fps and made relative (ProtocolError if unusable)."""
+        if self.track is None:
+            return None
+        try:
+            return self.track.track()
+        except PoseTrackError as exc:
+            raise ProtocolError("invalid_pose_track", str(exc)) from None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PoseControl":
+        if self.track is not None and self.mode != "reference":
+            raise ValueError("a pose track goes with mode 'reference'")
+        if self.live is not None and self.mode not in (None, "live"):
+            raise ValueError("a live pose goes with mode 'live'")
+        return self
+
+
 class Controls(_Strict):
     """Animation controls; every field optional in `control` messages."""
 
@@ -103,6 +178,10 @@ class Controls(_Strict):
         description="multiplies the mouth's motion (1: as predicted, up to 2); 1 if never set",
     )
 
+    pose: PoseControl | None = Field(
+        default=None, description="head pose mode (generated if never set), track, live pose"
+    )
+
     def emotion_vector(self) -> list[float]:
         emotion = self.emotion or {}
         return [float(emotion.get(name, 0.0)) for name in EMOTIONS]
@@ -115,6 +194,11 @@ class Controls(_Strict):
             gaze=self.gaze,
             blink=self.blink,
             mouth_scale=self.mouth_scale,
+            pose_mode=None if self.pose is None else self.pose.mode,
+            pose_track=None if self.pose is None else self.pose.reference(),
+            live_pose=None
+            if self.pose is None or self.pose.live is None
+            else self.pose.live.vector(),
         )
 
 

@@ -137,13 +137,18 @@ class _Connection:
                     f"no avatar {start.avatar_id!r}; upload the portrait with POST /v1/avatars "
                     "or send it inline as start.portrait",
                 )
-        self.session = await self._work(
-            handler.engine.open_session,
-            avatar,
-            start.audio.sample_rate,
-            start.controls.update(),
-            start.seed,
-        )
+        try:
+            self.session = await self._work(
+                handler.engine.open_session,
+                avatar,
+                start.audio.sample_rate,
+                start.controls.update(),
+                start.seed,
+            )
+        except ValueError as exc:  # controls the session refuses (a pose mode without track)
+            if isinstance(exc, (ProtocolError, InputError)):
+                raise
+            raise ProtocolError("invalid_control", f"start.controls: {exc}") from None
         log.info("session %s: started on avatar %s", self.session_id, avatar.avatar_id)
         await self.ws.send_json(
             ready_event(
@@ -170,7 +175,12 @@ class _Connection:
     def _on_control(self, control: Control) -> None:
         if self.session is None:
             raise ProtocolError("control_before_start", "`control` arrived before `start`")
-        self.session.control(control.update())
+        try:
+            self.session.control(control.update())
+        except ValueError as exc:
+            if isinstance(exc, ProtocolError):
+                raise
+            raise ProtocolError("invalid_control", f"control: {exc}") from None
 
     async def _on_end(self) -> None:
         if self.session is None:

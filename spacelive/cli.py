@@ -109,10 +109,13 @@ def _cmd_eval_controls(args) -> int:
     data = (
         portraits[args.portrait] if args.portrait in portraits else Path(args.portrait).read_bytes()
     )
+    # The reference-pose check transfers another standard portrait's head motion.
+    actor = "astronaut" if args.portrait == "grace_hopper" else "grace_hopper"
     analyzer = FaceAnalyzer()
     report = evaluate(
         Engine(_engine_config(args)).motion,
         analyzer.analyze(data),
+        analyzer.analyze(portraits[actor]),
         speech,
         blink_minutes=args.blink_minutes,
         analyzer=analyzer,
@@ -184,6 +187,19 @@ def _cmd_train_s2l(args) -> int:
     return 0
 
 
+def _cmd_train_posegen(args) -> int:
+    from spacelive.runners import load_stages
+    from spacelive.training.train_posegen import PoseTrainConfig, train
+
+    stages = load_stages(Path(args.models))
+    options = ("steps", "batch", "seed", "lr_peak", "window", "kl_weight")
+    given = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
+    config = PoseTrainConfig(width=stages.manifest["width"], **given)
+    summary = train(Path(args.data), stages, Path(args.out), config)
+    print(json.dumps(summary))
+    return 0
+
+
 def _cmd_teach(args) -> int:
     from spacelive.engine import DEFAULT_PORTRAIT
     from spacelive.face import FaceAnalyzer
@@ -215,9 +231,10 @@ def _emotion_vector(text: str | None) -> list[float]:
     return _controls(emotion=text).emotion_vector()
 
 
-def _controls(emotion=None, blinks_per_minute=None, gaze=None, mouth_scale=None, **_):
+def _controls(emotion=None, blinks_per_minute=None, gaze=None, mouth_scale=None, pose=None, **_):
     """Command-line controls -> the wire format's `controls`, validated the same way.
-    emotion: 'happy=0.7,surprised=0.3'; gaze: 'X,Y'."""
+    emotion: 'happy=0.7,surprised=0.3'; gaze: 'X,Y'; pose: generated, fixed, or a pose-track
+    JSON or video file to transfer."""
     from pydantic import ValidationError
 
     from spacelive.server.protocol import Controls
@@ -238,11 +255,32 @@ def _controls(emotion=None, blinks_per_minute=None, gaze=None, mouth_scale=None,
         except ValueError:
             raise SystemExit(f"--gaze: {gaze!r} is not X,Y") from None
         fields["gaze"] = (x, y)
+    if pose in ("generated", "fixed"):
+        fields["pose"] = {"mode": pose}
+    elif pose is not None:
+        fields["pose"] = {"mode": "reference", "track": _pose_track_json(Path(pose))}
     try:
         return Controls(**fields)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise SystemExit(f"controls: {problems}") from None
+
+
+def _pose_track_json(path: Path) -> dict:
+    """--pose PATH: a pose-track JSON file as it is, or a video's head motion extracted."""
+    from spacelive.pose import PoseTrackError, track_from_video
+
+    if not path.is_file():
+        raise SystemExit(f"--pose: {path} is neither generated, fixed nor an existing file")
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"--pose: {path} is not valid JSON: {exc}") from None
+    try:
+        return track_from_video(path).to_json()
+    except PoseTrackError as exc:
+        raise SystemExit(f"--pose: {exc}") from None
 
 
 def _add_control_options(parser) -> None:
@@ -252,6 +290,11 @@ def _add_control_options(parser) -> None:
     )
     parser.add_argument("--gaze", help="iris offset X,Y in half eye widths, e.g. 0.3,-0.1")
     parser.add_argument("--mouth-scale", type=float, help="1 (default) .. 2: exaggerate the mouth")
+    parser.add_argument(
+        "--pose",
+        help="head pose: generated (default, PoseGen), fixed (the portrait's), or a pose-track "
+        "JSON or video file whose head motion to transfer",
+    )
     parser.add_argument("--seed", type=int, default=0, help="same seed, same generated motion")
 
 
@@ -277,12 +320,29 @@ def _cmd_export(args) -> int:
     from spacelive.export.stages import (
         build_stages,
         export_stages,
+        load_posegen_checkpoint,
         load_s2l_checkpoint,
         randomize,
+        replace_stage,
         zero,
     )
+    from spacelive.runners import ModelError
 
     stages = build_stages(args.width, seed=args.seed)
+    provenance = json.loads(Path(args.provenance).read_text()) if args.provenance else {}
+    output = Path(args.output)
+    if args.posegen_checkpoint and not args.s2l_checkpoint:
+        # PoseGen alone goes into an existing model directory beside its audio encoder.
+        if not (output / "manifest.json").is_file():
+            raise ModelError(
+                f"{output} has no manifest.json: --posegen-checkpoint alone replaces PoseGen in "
+                "a model directory (give --s2l-checkpoint too to export a new one)"
+            )
+        loaded = load_posegen_checkpoint(zero(stages), Path(args.posegen_checkpoint))
+        trained = {"trained": True, **loaded, **provenance}
+        manifest = replace_stage(output, "posegen", stages, trained)
+        print(json.dumps({n: s["file"] for n, s in manifest["stages"].items()}))
+        return 0
     training: str | dict = "untrained"
     placeholders: frozenset[str] = frozenset()
     if args.init == "zeros" or args.s2l_checkpoint:
@@ -294,7 +354,6 @@ def _cmd_export(args) -> int:
         training = f"untrained: random weights (seed {args.seed}), for tests and benchmarks"
     if args.s2l_checkpoint:
         loaded = load_s2l_checkpoint(stages, Path(args.s2l_checkpoint))
-        provenance = json.loads(Path(args.provenance).read_text()) if args.provenance else {}
         trained = {
             "trained": True,
             "step": loaded["step"],
@@ -303,13 +362,17 @@ def _cmd_export(args) -> int:
         }
         training = {"audio_encoder": trained, "s2l": trained, "posegen": training, "l2l": training}
         placeholders = frozenset({"posegen", "l2l"})
-    manifest = export_stages(stages, Path(args.output), training, placeholders)
+        if args.posegen_checkpoint:
+            pose = load_posegen_checkpoint(stages, Path(args.posegen_checkpoint))
+            training["posegen"] = {"trained": True, **pose}
+            placeholders = frozenset({"l2l"})
+    manifest = export_stages(stages, output, training, placeholders)
     if args.quantize:
         from spacelive.export.stages import quantize_int8
 
         to_quantize = tuple(n for n in manifest["stages"] if n not in placeholders)
-        quantize_int8(Path(args.output), to_quantize)
-        manifest = json.loads((Path(args.output) / "manifest.json").read_text())
+        quantize_int8(output, to_quantize)
+        manifest = json.loads((output / "manifest.json").read_text())
     print(json.dumps({n: s["file"] for n, s in manifest["stages"].items()}))
     return 0
 
@@ -388,6 +451,22 @@ def build_parser() -> argparse.ArgumentParser:
     s2l.add_argument("--mouth-weight", type=float, help="loss weight of the mouth points")
     s2l.add_argument("--init-from", help="start from this checkpoint's weights (fine-tune)")
     s2l.set_defaults(run=_cmd_train_s2l)
+    posegen = train_sub.add_parser(
+        "posegen", help="PoseGen (head motion) on a synthetic corpus, hearing a trained encoder"
+    )
+    posegen.add_argument("--data", required=True, help="corpus folder from `spacelive data synth`")
+    posegen.add_argument(
+        "--models", default=str(DEFAULT_MODELS), help="model directory whose audio encoder to hear"
+    )
+    posegen.add_argument("--out", default="runs/posegen", help="checkpoints, log.csv, loss.png")
+    # Defaults (None) are PoseTrainConfig's.
+    posegen.add_argument("--steps", type=int)
+    posegen.add_argument("--batch", type=int)
+    posegen.add_argument("--seed", type=int)
+    posegen.add_argument("--lr-peak", type=float)
+    posegen.add_argument("--window", type=int, help="frames per training sequence")
+    posegen.add_argument("--kl-weight", type=float, help="beta of the KL term")
+    posegen.set_defaults(run=_cmd_train_posegen)
 
     teach = sub.add_parser("teach", help="phoneme alignment -> per-frame landmark targets")
     teach.add_argument("--alignment", required=True)
@@ -449,6 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--s2l-checkpoint",
         help="a `spacelive train s2l` checkpoint to export "
         "(audio encoder + S2L; the other stages stay placeholders)",
+    )
+    export.add_argument(
+        "--posegen-checkpoint",
+        help="a `spacelive train posegen` checkpoint: with --s2l-checkpoint, exported beside it; "
+        "alone, it replaces PoseGen in the existing model directory -o",
     )
     export.add_argument("--provenance", help="JSON with data recipe and metrics for the manifest")
     export.add_argument(

@@ -9,25 +9,37 @@ face mesh on every rendered frame; each check compares what it finds with what w
 * blinks: the re-detected blink count at 20 per minute is within 30 % of the rate; at 0, none;
 * mid-stream: a `control` changes the output from the next frame on, and no faster than its
   ramp allows;
-* pose: the generated, fixed and reference pose modes (not available while PoseGen ships
-  untrained: the check fails and says so).
+* pose_reference: a head motion rendered on another portrait (the actor), written as an MP4,
+  extracted from it (``pose.track_from_video``) and transferred: the re-detected pose tracks
+  the extracted one within POSE_RMS_DEG on each axis;
+* pose_generated: PoseGen's motion has a yaw and pitch standard deviation in GENERATED_STD_DEG
+  and moves more while speaking than in silence;
+* pose_seed: the same seed gives byte-identical frames, another seed other motion.
 
 Signals are in inter-ocular distances (outer eye corners), y down: "raise" is negative.
 """
 
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from spacelive import FRAME_RATE, MODEL_SAMPLE_RATE
 from spacelive.audio import offline_mfcc
 from spacelive.controls import EMOTION_RAMP_FRAMES, ControlUpdate
-from spacelive.face import Avatar, FaceAnalyzer, crop_to_pixels
+from spacelive.face import Avatar, FaceAnalyzer, crop_to_pixels, fit_head_pose, pixels_to_crop
 from spacelive.landmarks import EMOTIONS
 from spacelive.motion import FrameMotion, MotionModel
+from spacelive.pose import track_from_video
 from spacelive.render_checks import CheckResult, Undetected, eye_aspect_ratio
 from spacelive.renderer import Renderer, WarpRenderer
+from spacelive.rig import FaceCommand, FaceRig
+from spacelive.video import H264Encoder, write_mp4
 
 NOISE_MULTIPLE = 3.0
+POSE_RMS_DEG = 3.0
+GENERATED_STD_DEG = (2.0, 8.0)
 BLINK_RATE, BLINK_TOLERANCE = 20.0, 0.30
 BLINK_CLOSED_FRACTION = 0.6
 """A re-detected blink: the eye aspect ratio below this fraction of its median (open) value."""
@@ -72,14 +84,20 @@ class ControlChecker:
         self.motion, self.analyzer, self.avatar, self.seed = motion, analyzer, avatar, seed
         self.renderer = renderer or WarpRenderer()
         self.source = self.renderer.prepare(avatar.image, avatar.mesh_px)
+        self.speech = speech16k
         self.mfcc = offline_mfcc(speech16k)
 
     def motions(
-        self, update: ControlUpdate, changes: dict[int, ControlUpdate] | None = None, mfcc=None
+        self,
+        update: ControlUpdate,
+        changes: dict[int, ControlUpdate] | None = None,
+        mfcc=None,
+        seed: int | None = None,
     ) -> list[FrameMotion]:
         """The stream's frame motions; ``changes`` applies a control before frame k."""
         mfcc = self.mfcc if mfcc is None else mfcc
-        state = self.motion.new_state(self.avatar, update, self.seed)
+        seed = self.seed if seed is None else seed
+        state = self.motion.new_state(self.avatar, update, seed)
         state.frame_count = np.int64(len(mfcc))
         pad = np.zeros((self.motion.lookahead, mfcc.shape[1]), np.float32)
         out: list[FrameMotion] = []
@@ -91,19 +109,31 @@ class ControlChecker:
                 out.append(frame)
         return out
 
-    def signals(self, motions: list[FrameMotion], keep: bool = False) -> FaceSignals:
-        meshes, frames = [], []
-        for m in motions:
-            frame = self.renderer.render(self.source, crop_to_pixels(m.keypoints))
+    def render(self, motions: list[FrameMotion]) -> list[np.ndarray]:
+        return [self.renderer.render(self.source, crop_to_pixels(m.keypoints)) for m in motions]
+
+    def meshes(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        """The re-detected mesh of each frame (pixels)."""
+        meshes = []
+        for k, frame in enumerate(frames):
             mesh = self.analyzer.mesh(frame)
             if mesh is None:
-                raise Undetected(f"the detector found no face in frame {m.frame_index}")
+                raise Undetected(f"the detector found no face in frame {k}")
             meshes.append(mesh)
-            if keep:
-                frames.append(frame)
-        out = FaceSignals.of(meshes)
-        out.frames = frames
+        return meshes
+
+    def signals(self, motions: list[FrameMotion], keep: bool = False) -> FaceSignals:
+        frames = self.render(motions)
+        out = FaceSignals.of(self.meshes(frames))
+        out.frames = frames if keep else []
         return out
+
+    def head_angles(self, frames: list[np.ndarray]) -> np.ndarray:
+        """(T, 3) re-detected yaw, pitch, roll in degrees, minus the first frame's."""
+        angles = np.array(
+            [fit_head_pose(pixels_to_crop(m)).angles_deg() for m in self.meshes(frames)]
+        )
+        return angles - angles[0]
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -187,19 +217,110 @@ class ControlChecker:
             "mid_stream", same_before and differs_at and largest_step <= allowed, figures
         )
 
-    def pose(self) -> CheckResult:
-        """Not measured yet: the pose modes come with the trained PoseGen (issue #5)."""
-        placeholder = self.motion.stages.manifest["stages"]["posegen"].get("placeholder", False)
-        reason = "PoseGen ships untrained (all-zero placeholder)" if placeholder else "PoseGen"
-        detail = {"error": f"{reason}: the pose modes and their checks are not built yet"}
-        return CheckResult("pose", False, {}, detail)
+    def pose_reference(self, actor: Avatar, seconds: float = 4.0) -> CheckResult:
+        """The actor's head motion (rendered, as an MP4) transferred to the portrait."""
+        t = np.arange(int(seconds * FRAME_RATE)) / FRAME_RATE
+        commanded = np.column_stack(
+            [
+                12 * np.sin(2 * np.pi * t / 4.0),
+                6 * np.sin(2 * np.pi * t / 2.7),
+                5 * np.sin(2 * np.pi * t / 3.3),
+            ]
+        )  # degrees, starting at the actor's own pose: a lively talker's range
+        rig = FaceRig(actor.mesh_px, actor.pose)
+        source = self.renderer.prepare(actor.image, actor.mesh_px)
+        encoder = H264Encoder()
+        encoded = [
+            encoder.encode(self.renderer.render(source, rig.apply(_turn(a))), k)
+            for k, a in enumerate(commanded)
+        ]
+        encoder.close()
+        with tempfile.TemporaryDirectory() as folder:
+            video = Path(folder) / "reference.mp4"
+            write_mp4(video, encoded, None, 16_000)
+            track = track_from_video(video, self.analyzer)
+        reference = np.degrees(track.offsets[:, :3])
+        update = ControlUpdate(blinks_per_minute=0, pose_mode="reference", pose_track=track)
+        motions = self.motions(update, mfcc=_repeat(self.mfcc, len(reference)))
+        found = self.head_angles(self.render(motions))
+        errors = found - reference
+        rms = np.sqrt(np.mean(errors**2, axis=0))
+        shown = np.degrees(np.array([m.pose[:3] for m in motions]))
+        figures = {
+            f"{axis}_rms_deg": float(r)
+            for axis, r in zip(("yaw", "pitch", "roll"), rms, strict=True)
+        }
+        figures.update(
+            {
+                f"reference_{axis}_range_deg": float(np.ptp(reference[:, i]))
+                for i, axis in enumerate(("yaw", "pitch", "roll"))
+            }
+        )
+        figures["commanded_rms_deg"] = float(np.sqrt(np.mean((shown - reference) ** 2)))
+        return CheckResult("pose_reference", bool(np.all(rms <= POSE_RMS_DEG)), figures)
 
-    def run_all(self, blink_minutes: float = 2.0) -> list[CheckResult]:
+    def pose_generated(self) -> CheckResult:
+        """Speech, 4 s of silence, speech again, with PoseGen's motion."""
+        rate = MODEL_SAMPLE_RATE
+        audio = np.concatenate([self.speech, np.zeros(4 * rate), self.speech[: 4 * rate]])
+        mfcc = offline_mfcc(audio.astype(np.float32))
+        first, silence = self.mfcc, np.zeros(4 * FRAME_RATE)
+        motions = self.motions(ControlUpdate(blinks_per_minute=0), mfcc=mfcc)
+        found = self.head_angles(self.render(motions))
+        commanded = np.degrees(np.array([m.pose[:3] for m in motions]))
+        settle = FRAME_RATE // 2  # motion settles for half a second after each change
+        speaking = np.zeros(len(mfcc), bool)
+        speaking[settle : len(first)] = True
+        speaking[len(first) + len(silence) + settle :] = True
+        quiet = np.zeros(len(mfcc), bool)
+        quiet[len(first) + settle : len(first) + len(silence)] = True
+        figures: dict[str, float] = {}
+        for name, angles in (("", found), ("commanded_", commanded)):
+            smooth = _moving_average(angles[:, :2], 3)
+            # deg per frame; speed[i] spans frames i .. i + 3
+            speed = np.linalg.norm(np.diff(smooth, axis=0), axis=1)
+            figures[f"{name}yaw_std_deg"] = float(np.std(angles[:, 0]))
+            figures[f"{name}pitch_std_deg"] = float(np.std(angles[:, 1]))
+            figures[f"{name}speed_speaking_deg_per_s"] = float(
+                FRAME_RATE * speed[speaking[3:]].mean()
+            )
+            figures[f"{name}speed_silent_deg_per_s"] = float(FRAME_RATE * speed[quiet[3:]].mean())
+        low, high = GENERATED_STD_DEG
+        passed = (
+            low <= figures["yaw_std_deg"] <= high
+            and low <= figures["pitch_std_deg"] <= high
+            and figures["speed_speaking_deg_per_s"] > figures["speed_silent_deg_per_s"]
+        )
+        return CheckResult("pose_generated", passed, figures)
+
+    def pose_seed(self, frames: int = 90) -> CheckResult:
+        """Seed 1 twice (byte-identical frames?) and seed 2 (other motion?)."""
+        update = ControlUpdate(blinks_per_minute=0)
+        mfcc = self.mfcc[:frames]
+        runs = [self.motions(update, mfcc=mfcc, seed=seed) for seed in (1, 1, 2)]
+        rendered = [self.render(r) for r in runs]
+        identical = all(np.array_equal(a, b) for a, b in zip(rendered[0], rendered[1], strict=True))
+        poses = [np.degrees(np.array([m.pose[:3] for m in r])) for r in runs]
+        other = float(np.sqrt(np.mean((poses[2] - poses[0]) ** 2)))
+        found = float(
+            np.sqrt(np.mean((self.head_angles(rendered[2]) - self.head_angles(rendered[0])) ** 2))
+        )
+        figures = {
+            "same_seed_identical_frames": float(identical),
+            "other_seed_commanded_rms_deg": other,
+            "other_seed_detected_rms_deg": found,
+        }
+        return CheckResult("pose_seed", identical and other > 0.5 and found > 0.5, figures)
+
+    def run_all(self, actor: Avatar, blink_minutes: float = 2.0) -> list[CheckResult]:
+        """Every check; ``actor`` is the portrait whose rendered head motion is transferred."""
         checks = {
             "emotion": self.emotion,
             "blinks": lambda: self.blinks(blink_minutes),
             "mid_stream": self.mid_stream,
-            "pose": self.pose,
+            "pose_reference": lambda: self.pose_reference(actor),
+            "pose_generated": self.pose_generated,
+            "pose_seed": self.pose_seed,
         }
         results = []
         for name, check in checks.items():
@@ -208,6 +329,18 @@ class ControlChecker:
             except Undetected as error:
                 results.append(CheckResult(name, False, {}, {"error": str(error)}))
         return results
+
+
+def _turn(degrees: np.ndarray) -> FaceCommand:
+    """A head turn (yaw, pitch, roll in degrees) as a rig command."""
+    yaw, pitch, roll = np.radians(degrees)
+    return FaceCommand(yaw=float(yaw), pitch=float(pitch), roll=float(roll))
+
+
+def _moving_average(values: np.ndarray, width: int) -> np.ndarray:
+    """(T, D) -> (T - width + 1, D)."""
+    kernel = np.ones(width) / width
+    return np.column_stack([np.convolve(v, kernel, "valid") for v in values.T])
 
 
 def _repeat(mfcc: np.ndarray, frames: int) -> np.ndarray:
@@ -235,13 +368,15 @@ def held_out_speech(seconds: float = 8.0, seed: int = 0) -> np.ndarray:
 def evaluate(
     motion: MotionModel,
     avatar: Avatar,
+    actor: Avatar,
     speech16k: np.ndarray,
     blink_minutes: float = 2.0,
     analyzer: FaceAnalyzer | None = None,
 ) -> dict:
-    """Every check: {checks: {name: {passed, figures, detail}}, passed}."""
+    """Every check: {checks: {name: {passed, figures, detail}}, passed}. ``actor``: the
+    portrait whose head motion the reference check transfers to ``avatar``."""
     checker = ControlChecker(motion, analyzer or FaceAnalyzer(), avatar, speech16k)
-    results = checker.run_all(blink_minutes)
+    results = checker.run_all(actor, blink_minutes)
     checks = {
         r.name: {"passed": r.passed, "figures": r.figures, "detail": r.detail} for r in results
     }
@@ -250,6 +385,8 @@ def evaluate(
             "noise_multiple": NOISE_MULTIPLE,
             "blink_rate_per_minute": BLINK_RATE,
             "blink_count_tolerance": BLINK_TOLERANCE,
+            "pose_rms_deg": POSE_RMS_DEG,
+            "generated_std_deg": list(GENERATED_STD_DEG),
         },
         "checks": checks,
         "passed": all(c["passed"] for c in checks.values()),

@@ -1,4 +1,5 @@
-"""A session's live face controls, frame by frame: emotion (ramped), blinks and gaze.
+"""A session's live face controls, frame by frame: emotion (ramped), blinks, gaze, mouth scale
+and the head pose mode (``spacelive.pose``).
 
 Clients set them at `start` and change them mid-stream (`ControlUpdate`); the motion loop asks
 ``FaceControls.advance`` for each frame's values. Changes ramp, so nothing pops: an emotion
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from spacelive import FRAME_RATE
-from spacelive.landmarks import EMOTIONS
+from spacelive.landmarks import EMOTIONS, POSE_DIMS
+from spacelive.pose import HeadPoseControl, PoseTrack
 
 DEFAULT_BLINKS_PER_MINUTE = 15.0
 MAX_BLINKS_PER_MINUTE = 60.0
@@ -40,6 +42,9 @@ class ControlUpdate:
     gaze: tuple[float, float] | None = None  # x right, y down, in half eye widths
     blink: bool = False  # blink now
     mouth_scale: float | None = None  # 1 .. MAX_MOUTH_SCALE: mouth motion exaggerated
+    pose_mode: str | None = None  # one of spacelive.pose.POSE_MODES
+    pose_track: PoseTrack | None = None  # the reference motion (with pose_mode "reference")
+    live_pose: np.ndarray | None = None  # (6,) radians and face units (with pose_mode "live")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +55,14 @@ class FrameControls:
     closure: float  # 0 open .. 1 closed
     gaze: np.ndarray  # (2,) float32
     mouth_scale: float
+    pose: np.ndarray  # (6,) float32: yaw, pitch, roll (rad), x, y, z (crop units); an offset
 
 
 class FaceControls:
     """One session's controls. ``advance`` once per frame, in frame order."""
 
-    def __init__(self, update: ControlUpdate | None = None, seed: int = 0):
+    def __init__(self, update: ControlUpdate | None = None, seed: int = 0, face_scale: float = 1.0):
+        """face_scale: the portrait's ``HeadPose.scale`` (for pose tracks and live poses)."""
         self._rng = np.random.default_rng([seed, 0xB1])
         self._frame = 0
         self._emotion = np.zeros(len(EMOTIONS), np.float32)
@@ -66,11 +73,13 @@ class FaceControls:
         self._rate = DEFAULT_BLINKS_PER_MINUTE
         self._mouth_scale = 1.0
         self._blink_start: int | None = None  # frame of the current or next blink
+        self.head = HeadPoseControl(face_scale)
         update = update or ControlUpdate()
         self.apply(update)
         # Values given at the start hold from the first frame: nothing to ramp from.
         self._emotion = self._emotion_target.copy()
         self._gaze = self._gaze_target.copy()
+        self.head.settle()
         if not update.blink:
             self._schedule(first=True)
 
@@ -79,33 +88,45 @@ class FaceControls:
         return self._rate
 
     def apply(self, update: ControlUpdate) -> None:
-        """Take effect from the next frame on (ramped where a jump would pop)."""
+        """Take effect from the next frame on (ramped where a jump would pop). A value out of
+        range raises ValueError and changes nothing."""
+        self._check(update)
+        self.head.apply(update.pose_mode, update.pose_track, update.live_pose)
         if update.emotion is not None:
-            emotion = np.asarray(update.emotion, np.float32).reshape(len(EMOTIONS))
-            if not np.all((emotion >= 0) & (emotion <= 1)):
-                raise ValueError("emotion intensities must be in [0, 1]")
-            self._emotion_target = emotion.copy()
+            self._emotion_target = np.asarray(update.emotion, np.float32).reshape(len(EMOTIONS))
         if update.gaze is not None:
-            gaze = np.asarray(update.gaze, np.float32).reshape(2)
-            if not np.all(np.abs(gaze) <= MAX_GAZE):
-                raise ValueError(f"gaze x and y must be in [-{MAX_GAZE}, {MAX_GAZE}]")
-            self._gaze_target = gaze
-            self._gaze_step = np.abs(gaze - self._gaze) / GAZE_RAMP_FRAMES
+            self._gaze_target = np.asarray(update.gaze, np.float32).reshape(2)
+            self._gaze_step = np.abs(self._gaze_target - self._gaze) / GAZE_RAMP_FRAMES
         if update.mouth_scale is not None:
-            if not 1.0 <= update.mouth_scale <= MAX_MOUTH_SCALE:
-                raise ValueError(f"mouth_scale must be in [1, {MAX_MOUTH_SCALE:g}]")
             self._mouth_scale = float(update.mouth_scale)
         if update.blinks_per_minute is not None:
-            if not 0 <= update.blinks_per_minute <= MAX_BLINKS_PER_MINUTE:
-                raise ValueError(f"blinks_per_minute must be in [0, {MAX_BLINKS_PER_MINUTE:g}]")
             self._rate = float(update.blinks_per_minute)
             if not self._blinking():
                 self._schedule(first=False)
         if update.blink and not self._blinking():
             self._blink_start = self._frame
 
-    def advance(self) -> FrameControls:
-        """This frame's values; then on to the next frame."""
+    def _check(self, update: ControlUpdate) -> None:
+        """ValueError for anything out of range, before anything changes."""
+        if update.emotion is not None:
+            emotion = np.asarray(update.emotion, np.float32).reshape(len(EMOTIONS))
+            if not np.all((emotion >= 0) & (emotion <= 1)):
+                raise ValueError("emotion intensities must be in [0, 1]")
+        if update.gaze is not None:
+            gaze = np.asarray(update.gaze, np.float32).reshape(2)
+            if not np.all(np.abs(gaze) <= MAX_GAZE):
+                raise ValueError(f"gaze x and y must be in [-{MAX_GAZE}, {MAX_GAZE}]")
+        if update.mouth_scale is not None and not 1.0 <= update.mouth_scale <= MAX_MOUTH_SCALE:
+            raise ValueError(f"mouth_scale must be in [1, {MAX_MOUTH_SCALE:g}]")
+        if update.blinks_per_minute is not None and not (
+            0 <= update.blinks_per_minute <= MAX_BLINKS_PER_MINUTE
+        ):
+            raise ValueError(f"blinks_per_minute must be in [0, {MAX_BLINKS_PER_MINUTE:g}]")
+        self.head.check(update.pose_mode, update.pose_track)
+
+    def advance(self, generated_pose: np.ndarray | None = None) -> FrameControls:
+        """This frame's values, given PoseGen's pose for it (6,) (None: zero); then on to the
+        next frame."""
         self._emotion += np.clip(
             self._emotion_target - self._emotion,
             -1.0 / EMOTION_RAMP_FRAMES,
@@ -119,8 +140,13 @@ class FaceControls:
             if k == len(BLINK_CLOSURE) - 1:
                 self._schedule(first=False)
         self._frame += 1
+        generated = np.zeros(POSE_DIMS, np.float32) if generated_pose is None else generated_pose
         return FrameControls(
-            self._emotion.copy(), float(closure), self._gaze.copy(), self._mouth_scale
+            self._emotion.copy(),
+            float(closure),
+            self._gaze.copy(),
+            self._mouth_scale,
+            self.head.advance(generated),
         )
 
     def _blinking(self) -> bool:

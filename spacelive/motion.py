@@ -36,6 +36,7 @@ class FrameMotion:
     frame_index: int
     landmarks: np.ndarray  # (110, 3) float32, normalized (S2L output + the portrait's rest)
     pose: np.ndarray  # (6,) float32: yaw, pitch, roll (rad), tx, ty, tz; offset from portrait
+    # (the pose mode's: PoseGen's in mode generated)
     keypoints: np.ndarray  # (478, 3) float32, crop coordinates [-1, 1]
 
 
@@ -45,7 +46,7 @@ class MotionState:
     axis 1) so that sessions concatenate directly."""
 
     avatar: Avatar
-    controls: FaceControls  # emotion, blinks, gaze
+    controls: FaceControls  # emotion, blinks, gaze, mouth scale, pose mode
     z: np.ndarray  # (1, pose_latent) float32
     caches: list[np.ndarray]  # 12 x (1, C_in, kernel - 1)
     s2l_h: np.ndarray  # (2, 1, H)
@@ -54,7 +55,7 @@ class MotionState:
     landmarks: np.ndarray  # (1, 110, 3) previous S2L output (around speech_rest)
     pose_h: np.ndarray  # (2, 1, P)
     pose_c: np.ndarray
-    pose: np.ndarray  # (1, 6) previous pose
+    pose: np.ndarray  # (1, 6) PoseGen's previous output (whatever the pose mode shows)
     l2l_h: np.ndarray  # (2, 1, H)
     l2l_c: np.ndarray
     keypoints: np.ndarray  # (1, 478, 3) previous L2L output
@@ -84,7 +85,7 @@ class MotionModel:
         speech_rest = closed_mouth(avatar.landmarks0)[None].astype(np.float32)
         return MotionState(
             avatar=avatar,
-            controls=FaceControls(controls, seed),
+            controls=FaceControls(controls, seed, face_scale=avatar.pose.scale),
             z=rng.standard_normal((1, self.pose_latent)).astype(np.float32),
             caches=[
                 np.zeros(st.input_shape("audio_encoder", n, 1), np.float32)
@@ -157,7 +158,19 @@ class MotionModel:
             return results
         rows = [states[i] for i in due]
         audio = encoded["audio"][due]
-        now = [s.controls.advance() for s in rows]
+        pose = st.posegen.run(
+            {
+                "audio": audio,
+                "z": np.concatenate([s.z for s in rows]),
+                "previous": np.concatenate([s.pose for s in rows]),
+                "h": np.concatenate([s.pose_h for s in rows], axis=1),
+                "c": np.concatenate([s.pose_c for s in rows], axis=1),
+            }
+        )
+        clock.lap("posegen")
+        # Each session's pose mode picks this frame's pose (PoseGen's, its own, a track's...).
+        now = [s.controls.advance(pose["pose"][j]) for j, s in enumerate(rows)]
+        head = np.stack([c.pose for c in now])
         emotion = np.stack([c.emotion for c in now])
         first = np.array([positions[i] == 0 for i in due], np.float32)
 
@@ -173,21 +186,11 @@ class MotionModel:
             }
         )
         clock.lap("s2l")
-        pose = st.posegen.run(
-            {
-                "audio": audio,
-                "z": np.concatenate([s.z for s in rows]),
-                "previous": np.concatenate([s.pose for s in rows]),
-                "h": np.concatenate([s.pose_h for s in rows], axis=1),
-                "c": np.concatenate([s.pose_c for s in rows], axis=1),
-            }
-        )
-        clock.lap("posegen")
-        angles = pose["pose"][:, :3].astype(np.float64)
+        angles = head[:, :3].astype(np.float64)
         rotation = rotation_from_angles(angles[:, 0], angles[:, 1], angles[:, 2]) @ np.stack(
             [s.avatar.pose.rotation for s in rows]
         )
-        translation = np.stack([s.avatar.pose.translation for s in rows]) + pose["pose"][:, 3:]
+        translation = np.stack([s.avatar.pose.translation for s in rows]) + head[:, 3:]
         scale = np.array([s.avatar.pose.scale for s in rows])[:, None, None]
         speech = s2l["landmarks"] - np.concatenate([s.speech_rest for s in rows])
         mouth_scale = np.array([c.mouth_scale for c in now], np.float32)[:, None, None]
@@ -231,7 +234,7 @@ class MotionModel:
             results[i] = FrameMotion(
                 frame_index=positions[i],
                 landmarks=spoken[j],
-                pose=s.pose[0],
+                pose=head[j],
                 keypoints=s.keypoints[0],
             )
         return results

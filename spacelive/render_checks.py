@@ -106,8 +106,8 @@ class RenderChecker:
             from spacelive.audio import offline_mfcc
             from spacelive.controls import ControlUpdate
 
-            state = motion.new_state(self.avatar, ControlUpdate(blinks_per_minute=0))
-            state.z[:] = 0.0
+            quiet = ControlUpdate(blinks_per_minute=0, pose_mode="fixed")
+            state = motion.new_state(self.avatar, quiet)
             mfcc = offline_mfcc(np.zeros(int(16_000 * seconds)))
             frames = [
                 self.renderer.render(self.source, crop_to_pixels(m.keypoints))

@@ -106,6 +106,26 @@ BAD_INPUTS = {
     "not-json": (["{oops"], "invalid_json", 1008),
     "unknown-avatar": ([{**START, "avatar_id": "nope"}], "unknown_avatar", 1008),
     "second-start": ([START, START], "already_started", 1008),
+    "reference-without-track": (
+        [START, {"type": "control", "pose": {"mode": "reference"}}],
+        "invalid_control",
+        1008,
+    ),
+    "pose-track-too-long": (
+        [
+            {
+                **START,
+                "controls": {
+                    "pose": {
+                        "mode": "reference",
+                        "track": {"fps": 1, "frames": [{}] * 1801 + [{"yaw": 1}]},
+                    }
+                },
+            }
+        ],
+        "invalid_pose_track",
+        1008,
+    ),
 }
 
 
@@ -179,7 +199,8 @@ def test_render_command(tiny_models, tmp_path):
 
 
 def test_controls_change_mid_stream(live_server):
-    """A `control` between audio chunks: blink now, look right, smile; the stream carries on."""
+    """`control`s between audio chunks: blink now, look right, smile, a live head pose; the
+    stream carries on."""
     pcm = (np.clip(speechlike(2.0, 16_000, seed=4), -1, 1) * 32767).astype("<i2").tobytes()
     with connect(live_server.ws_url, max_size=WEBSOCKET_MAX_BYTES) as ws:
         ws.send(json.dumps({**START, "controls": {"blinks_per_minute": 0}}))
@@ -187,7 +208,10 @@ def test_controls_change_mid_stream(live_server):
         ws.send(pcm[: len(pcm) // 2])
         control = {"type": "control", "blink": True, "gaze": [0.4, 0], "emotion": {"happy": 1}}
         ws.send(json.dumps(control))
-        ws.send(pcm[len(pcm) // 2 :])
+        ws.send(pcm[len(pcm) // 2 : 3 * len(pcm) // 4])
+        live = {"mode": "live", "live": {"yaw": 10, "pitch": -5}}
+        ws.send(json.dumps({"type": "control", "pose": live}))
+        ws.send(pcm[3 * len(pcm) // 4 :])
         ws.send(json.dumps({"type": "end"}))
         frames, done = 0, None
         while done is None:

@@ -76,7 +76,10 @@ def randomize(stages: Stages, seed: int, head_scale: float = 0.02) -> Stages:
     statistics, so that an untrained graph still moves and parity tests can fail."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for module in stages.modules().values():
+        for stage, module in stages.modules().items():
+            # PoseGen's head output is divided into natural pose units (models.posegen)
+            # already: unscaled, a random PoseGen moves the head by a few degrees.
+            scale = 1.0 if stage == "posegen" else head_scale
             for name, param in module.named_parameters():
                 noise = torch.randn(param.shape, generator=generator)
                 if param.dim() > 1:  # weights: variance-preserving
@@ -86,7 +89,7 @@ def randomize(stages: Stages, seed: int, head_scale: float = 0.02) -> Stages:
                 else:
                     value = 0.1 * noise  # biases
                 if "head" in name:
-                    value = value * head_scale
+                    value = value * scale
                 param.copy_(value)
             for buffer_name, buffer in module.named_buffers():
                 if buffer_name.endswith(("running_mean", "mfcc_mean")):
@@ -223,8 +226,6 @@ def export_stages(
 
     ``training`` is provenance per stage (or one string for all); stages named in
     ``placeholders`` are all-zero stand-ins that the runtime may route around."""
-    import onnx
-
     out_dir.mkdir(parents=True, exist_ok=True)
     stages.eval()
     manifest: dict = {
@@ -241,41 +242,75 @@ def export_stages(
     }
     examples = step_example(stages)
     for name, module in step_modules(stages).items():
-        inputs, args, outputs = examples[name]
-        path = out_dir / STAGE_FILES[name]
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module,
-                args,
-                str(path),
-                input_names=inputs,
-                output_names=outputs,
-                dynamic_axes=_batch_axes(inputs + outputs),
-                opset_version=OPSET,
-                dynamo=False,
-            )
-        graph = onnx.load(str(path), load_external_data=False).graph
-        with torch.no_grad():
-            example_out = module(*args)
-        shapes = {
-            n: list(a.shape) for n, a in zip(inputs + outputs, (*args, *example_out), strict=True)
-        }
         stage_training = training.get(name, "untrained") if isinstance(training, dict) else training
-        manifest["stages"][name] = {
-            "file": path.name,
-            "inputs": _describe(graph.input, shapes),
-            "outputs": _describe(graph.output, shapes),
-            "sha256": _sha256(path),
-            "training": stage_training,
-        }
+        manifest["stages"][name] = _export_step_graph(
+            name, module, examples[name], out_dir, stage_training
+        )
         if name in placeholders:
             manifest["stages"][name]["placeholder"] = True
-        if name == "audio_encoder":
-            manifest["stages"][name]["lookahead"] = LOOKAHEAD
-        log.info("exported %s (%s) to %s", name, stages.width.name, path)
+        log.info("exported %s (%s) to %s", name, stages.width.name, out_dir)
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def replace_stage(model_dir: Path, name: str, stages: Stages, training: dict) -> dict:
+    """Export one trained stage into an existing model directory (its other graphs and their
+    manifest entries stay as they are); returns the manifest. The width must match."""
+    manifest_path = model_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    if manifest["width"] != stages.width.name:
+        raise ValueError(
+            f"{model_dir} holds {manifest['width']}-width stages, not {stages.width.name}"
+        )
+    stages.eval()
+    old = model_dir / manifest["stages"][name]["file"]
+    entry = _export_step_graph(
+        name, step_modules(stages)[name], step_example(stages)[name], model_dir, training
+    )
+    if old.name != entry["file"]:
+        old.unlink(missing_ok=True)
+    manifest["stages"][name] = entry
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    log.info("replaced %s in %s", name, model_dir)
+    return manifest
+
+
+def _export_step_graph(
+    name: str, module: nn.Module, example: tuple, out_dir: Path, training: dict | str
+) -> dict:
+    """Write one stage's step graph; returns its manifest entry."""
+    import onnx
+
+    inputs, args, outputs = example
+    path = out_dir / STAGE_FILES[name]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=_batch_axes(inputs + outputs),
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    graph = onnx.load(str(path), load_external_data=False).graph
+    with torch.no_grad():
+        example_out = module(*args)
+    shapes = {
+        n: list(a.shape) for n, a in zip(inputs + outputs, (*args, *example_out), strict=True)
+    }
+    entry = {
+        "file": path.name,
+        "inputs": _describe(graph.input, shapes),
+        "outputs": _describe(graph.output, shapes),
+        "sha256": _sha256(path),
+        "training": training,
+    }
+    if name == "audio_encoder":
+        entry["lookahead"] = LOOKAHEAD
+    return entry
 
 
 def load_s2l_checkpoint(stages: Stages, checkpoint: Path) -> dict:
@@ -287,6 +322,15 @@ def load_s2l_checkpoint(stages: Stages, checkpoint: Path) -> dict:
         module.load_state_dict(
             {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
         )
+    stages.eval()
+    return {"step": state["step"], "config": state["config"]}
+
+
+def load_posegen_checkpoint(stages: Stages, checkpoint: Path) -> dict:
+    """Put a `spacelive train posegen` checkpoint's PoseGen into ``stages``; returns the
+    checkpoint's config and step."""
+    state = torch.load(checkpoint, weights_only=False, map_location="cpu")
+    stages.posegen.load_state_dict(state["model"])
     stages.eval()
     return {"step": state["step"], "config": state["config"]}
 

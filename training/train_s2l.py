@@ -22,6 +22,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -66,7 +67,8 @@ class Corpus:
         self.tracks: list[np.ndarray] = []
         self.voices: list[str] = []
         for shard in sorted(Path(folder).glob("shard-*.npz")):
-            data = np.load(shard)
+            with np.load(shard) as stored:  # each access of an npz member decompresses it again
+                data = {name: stored[name] for name in stored.files}
             offsets = data["frame_offsets"]
             for i, voice in enumerate(data["voices"]):
                 if str(voice) in HELD_OUT_VOICES:
@@ -137,7 +139,16 @@ def loss_terms(predicted: torch.Tensor, target: torch.Tensor, y_weight: float, m
     return position, velocity
 
 
-def learning_rate(step: int, config: TrainConfig) -> float:
+class Schedule(Protocol):
+    """What the learning-rate schedule reads from a training config."""
+
+    steps: int
+    warmup: int
+    lr_start: float
+    lr_peak: float
+
+
+def learning_rate(step: int, config: Schedule) -> float:
     warmup = min(config.warmup, config.steps // 10)  # short runs warm up for a tenth
     if step < warmup:
         return config.lr_start + (config.lr_peak - config.lr_start) * step / warmup
@@ -172,7 +183,7 @@ def train(data: Path, out: Path, config: TrainConfig, init_from: Path | None = N
         rng.bit_generator.state = rng_state
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     log_path = out / "log.csv"
-    kept = _log_rows_up_to(log_path, step)  # rows past the checkpoint are redone
+    kept = log_rows_up_to(log_path, step)  # rows past the checkpoint are redone
     log_file = log_path.open("w", newline="")
     writer = csv.writer(log_file)
     writer.writerow(LOG_COLUMNS)
@@ -241,7 +252,7 @@ def train(data: Path, out: Path, config: TrainConfig, init_from: Path | None = N
 LOG_COLUMNS = ["step", "loss", "position", "velocity", "lr", "seconds"]
 
 
-def _log_rows_up_to(log_path: Path, step: int) -> list[list[str]]:
+def log_rows_up_to(log_path: Path, step: int) -> list[list[str]]:
     """The CSV log's rows for steps 1..step (a resumed run redoes the steps after its
     checkpoint, so their rows are dropped rather than duplicated)."""
     if step == 0 or not log_path.exists():
@@ -250,7 +261,13 @@ def _log_rows_up_to(log_path: Path, step: int) -> list[list[str]]:
     return [r for r in rows if r and int(r[0]) <= step]
 
 
-def plot_losses(log_path: Path, png: Path) -> None:
+def plot_losses(
+    log_path: Path,
+    png: Path,
+    title: str = "Speech2Landmarks training",
+    keys: tuple[str, ...] = ("loss", "position", "velocity"),
+) -> None:
+    """The log's ``keys`` columns against step (50-step moving averages, log scale)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -261,7 +278,7 @@ def plot_losses(log_path: Path, png: Path) -> None:
         return
     steps = np.array([int(r["step"]) for r in rows])
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key in ("loss", "position", "velocity"):
+    for key in keys:
         values = np.array([float(r[key]) for r in rows])
         kernel = np.ones(min(50, len(values))) / min(50, len(values))
         ax.plot(
@@ -270,7 +287,7 @@ def plot_losses(log_path: Path, png: Path) -> None:
     ax.set_xlabel("step")
     ax.set_yscale("log")
     ax.legend()
-    ax.set_title("Speech2Landmarks training (50-step moving average)")
+    ax.set_title(f"{title} (50-step moving average)")
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)

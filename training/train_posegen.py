@@ -1,0 +1,284 @@
+"""Training PoseGen: `spacelive train posegen --data DIR --models DIR`.
+
+PoseGen (appendix A.2) is a conditional VAE over head-pose sequences given audio. It hears the
+shared audio encoder's features: the encoder is the trained one of the model directory (the
+bundled one by default), run through its ONNX step graph exactly as a stream runs it, and
+frozen. Its targets come from the head-motion teacher (`head_motion.py`), which draws a new
+random style for every example, so that one audio is paired with many motions and the latent
+learns the style.
+
+The decoder streams from the zero pose on its own previous output. Training runs it with the
+previous poses given, all frames at once: in half the batches those are its own free-running
+output (run without gradients), in the others the teacher's with noise.
+Loss: L1 on the pose (angles in degrees, translation in 1/200 crop units, so that both are
+about 1 in size) plus an L1 velocity loss, plus beta times the KL divergence of the posterior
+from N(0, 1), annealed in; at inference z ~ N(0, 1). Adam, warm-up then cosine decay.
+
+A progress bar (on a terminal), checkpoints (resumable), a CSV log and a loss-curve PNG go to
+the output folder, as for S2L.
+"""
+
+import csv
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from spacelive.models.posegen import PoseGen
+from spacelive.models.widths import width_named
+from spacelive.runners import StageSet
+from spacelive.training.alignment import Phone
+from spacelive.training.corpus import HELD_OUT_VOICES
+from spacelive.training.head_motion import head_motion
+from spacelive.training.train_s2l import learning_rate, log_rows_up_to, plot_losses
+
+log = logging.getLogger(__name__)
+
+POSE_UNITS = np.array([np.degrees(1.0)] * 3 + [200.0] * 3, np.float32)
+"""Loss units per pose dimension: degrees for the angles, 1/200 crop units for translation."""
+
+
+@dataclass
+class PoseTrainConfig:
+    width: str = "realtime"
+    steps: int = 1_500
+    batch: int = 24
+    window: int = 300  # frames: 10 s, from a stream's start (the zero pose)
+    lr_start: float = 1e-5
+    lr_peak: float = 1e-3
+    warmup: int = 100
+    velocity_weight: float = 4.0
+    kl_weight: float = 0.02
+    kl_anneal: int = 300  # steps over which the KL weight ramps up from 0
+    self_feed: float = 0.5  # share of batches whose previous poses are the model's own
+    input_noise: float = 0.3  # noise on the teacher's previous poses, in POSE_UNITS
+    checkpoint_every: int = 100
+    seed: int = 0
+
+
+@dataclass
+class PoseUtterance:
+    features: np.ndarray  # (T, C) float32, the audio encoder's output per frame
+    audio: np.ndarray  # (samples,) float32, 16 kHz
+    phones: list[Phone]
+
+
+def encode_audio(stages: StageSet, mfccs: list[np.ndarray], batch: int = 64) -> list[np.ndarray]:
+    """The audio encoder's features (T, C) per utterance, stepped through its ONNX graph as a
+    stream steps it (zero caches, lookahead flushed with zero frames)."""
+    lookahead = int(stages.manifest["stages"]["audio_encoder"]["lookahead"])
+    names = [n for n in stages.audio_encoder.input_names if n.startswith("cache_")]
+    out: list[np.ndarray] = []
+    for first in range(0, len(mfccs), batch):
+        group = mfccs[first : first + batch]
+        rows, longest = len(group), max(len(m) for m in group)
+        caches = {
+            n: np.zeros(stages.input_shape("audio_encoder", n, rows), np.float32) for n in names
+        }
+        counts = np.array([len(m) for m in group], np.int64)
+        features: list[np.ndarray] = []
+        for i in range(longest + lookahead):
+            mfcc = np.stack([m[i] if i < len(m) else np.zeros(m.shape[1], m.dtype) for m in group])
+            result = stages.audio_encoder.run(
+                {
+                    "mfcc": mfcc.astype(np.float32),
+                    "frame_index": np.full(rows, i, np.int64),
+                    "frame_count": counts,
+                    **caches,
+                }
+            )
+            caches = {n: result[f"new_{n}"] for n in names}
+            if i >= lookahead:
+                features.append(result["audio"])
+        stacked = np.stack(features, axis=1)  # (rows, longest, C)
+        out += [stacked[r, : len(m)].copy() for r, m in enumerate(group)]
+    return out
+
+
+def load_corpus(folder: Path, stages: StageSet, cache: Path | None = None) -> list[PoseUtterance]:
+    """Every utterance of a corpus folder (training voices only) with its encoder features;
+    the features are cached in ``cache`` (an .npz) when given."""
+    mfccs, audios, phone_lists = [], [], []
+    shards = sorted(Path(folder).glob("shard-*.npz"))
+    if not shards:
+        raise ValueError(f"no shards in {folder}; run `spacelive data synth` first")
+    for shard in shards:
+        with np.load(shard) as stored:  # each access of an npz member decompresses it again
+            data = {name: stored[name] for name in stored.files}
+        frames, samples, phones = (
+            data["frame_offsets"],
+            data["sample_offsets"],
+            data["phone_offsets"],
+        )
+        for i, voice in enumerate(data["voices"]):
+            if str(voice) in HELD_OUT_VOICES:
+                raise ValueError(f"{shard} holds held-out voice {voice}; refusing to train")
+            mfccs.append(data["mfcc"][frames[i] : frames[i + 1]].astype(np.float32))
+            audios.append(data["audio"][samples[i] : samples[i + 1]].astype(np.float32) / 32767)
+            span = slice(phones[i], phones[i + 1])
+            phone_lists.append(
+                [
+                    Phone(str(p), float(s), float(e))
+                    for p, s, e in zip(
+                        data["phonemes"][span],
+                        data["phone_starts"][span],
+                        data["phone_ends"][span],
+                        strict=True,
+                    )
+                ]
+            )
+    if cache is not None and cache.exists():
+        stored = np.load(cache)
+        features = [stored[f"u{i}"] for i in range(len(mfccs))]
+    else:
+        log.info("encoding %d utterances with the audio encoder", len(mfccs))
+        features = encode_audio(stages, mfccs)
+        if cache is not None:
+            np.savez(cache, **{f"u{i}": f for i, f in enumerate(features)})
+    return [PoseUtterance(f, a, p) for f, a, p in zip(features, audios, phone_lists, strict=True)]
+
+
+def sample_batch(
+    corpus: list[PoseUtterance], rng: np.random.Generator, config: PoseTrainConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (B, W, C), teacher pose (B, W, 6)): utterances joined end to end from a
+    stream's start, each example with its own random head style."""
+    features, poses = [], []
+    for _ in range(config.batch):
+        parts, phones, audio, frames = [], [], [], 0
+        while frames < config.window:
+            u = corpus[rng.integers(len(corpus))]
+            offset = frames / 30.0
+            phones += [Phone(p.phoneme, p.start_s + offset, p.end_s + offset) for p in u.phones]
+            # Frame k of the join is audio time k / 30 s: pad each utterance's audio to match.
+            audio.append(np.resize(u.audio, round(len(u.features) * 16_000 / 30)))
+            parts.append(u.features)
+            frames += len(u.features)
+        joined = np.concatenate(parts)[: config.window]
+        pose = head_motion(phones, np.concatenate(audio), frames, rng)[: config.window]
+        features.append(joined)
+        poses.append(pose)
+    return torch.from_numpy(np.stack(features)), torch.from_numpy(np.stack(poses))
+
+
+def loss_terms(
+    predicted: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(position L1, velocity L1, KL per example) in POSE_UNITS."""
+    units = torch.from_numpy(POSE_UNITS)
+    error = (predicted - target) * units
+    position = error.abs().mean()
+    velocity = (error[:, 1:] - error[:, :-1]).abs().mean()
+    kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(dim=1).mean()
+    return position, velocity, kl
+
+
+def train(data: Path, stages: StageSet, out: Path, config: PoseTrainConfig) -> dict:
+    """Train (or resume) into ``out``; returns the final summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    corpus = load_corpus(data, stages, out / "features.npz")
+    model = PoseGen(width_named(config.width))
+    channels = corpus[0].features.shape[1]
+    if model.audio_proj.in_features != channels:
+        raise ValueError(
+            f"the audio encoder gives {channels} channels; PoseGen {config.width} expects "
+            f"{model.audio_proj.in_features}: train with the encoder's width"
+        )
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr_start)
+    checkpoint = out / "checkpoint.pt"
+    step, rng_state = 0, None
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, rng_state = state["step"], state["rng"]
+        log.info("resumed at step %d", step)
+    rng = np.random.default_rng(config.seed)
+    if rng_state is not None:
+        rng.bit_generator.state = rng_state
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    log_path = out / "log.csv"
+    kept = log_rows_up_to(log_path, step)
+    log_file = log_path.open("w", newline="")
+    writer = csv.writer(log_file)
+    writer.writerow(LOG_COLUMNS)
+    writer.writerows(kept)
+    t0, start_step = time.perf_counter(), step
+    model.train()
+    bar = tqdm(total=config.steps, initial=step, unit="step", desc="PoseGen", disable=None)
+    loss = torch.zeros(())
+    while step < config.steps:
+        features, target = sample_batch(corpus, rng, config)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        z, mu, logvar = model.posterior(features, target)
+        if rng.random() < config.self_feed:
+            # Streaming feeds the decoder its own previous pose: train on that too.
+            with torch.no_grad():
+                fed = model.decode(features, z)
+        else:
+            fed = target + config.input_noise * torch.randn_like(target) / torch.from_numpy(
+                POSE_UNITS
+            )
+        previous = torch.cat([torch.zeros_like(fed[:, :1]), fed[:, :-1]], dim=1)
+        predicted = model.decode_given(features, z, previous)
+        position, velocity, kl = loss_terms(predicted, target, mu, logvar)
+        beta = config.kl_weight * min(1.0, step / max(config.kl_anneal, 1))
+        loss = position + config.velocity_weight * velocity + beta * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", kl=f"{kl.item():.1f}")
+        writer.writerow(
+            [
+                step,
+                f"{loss.item():.6f}",
+                f"{position.item():.6f}",
+                f"{velocity.item():.6f}",
+                f"{kl.item():.4f}",
+                f"{learning_rate(step, config):.3e}",
+                f"{time.perf_counter() - t0:.1f}",
+            ]
+        )
+        if step % 50 == 0:
+            log_file.flush()
+            log.info(
+                "step %d/%d loss %.4f (position %.3f deg, velocity %.4f, KL %.2f) %.2f s/step",
+                step,
+                config.steps,
+                loss.item(),
+                position.item(),
+                velocity.item(),
+                kl.item(),
+                (time.perf_counter() - t0) / max(step - start_step, 1),
+            )
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            log_file.flush()
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": step,
+                    "rng": rng.bit_generator.state,
+                    "config": asdict(config),
+                },
+                checkpoint,
+            )
+            plot_losses(log_path, out / "loss.png", "PoseGen training", ("loss", "position", "kl"))
+    bar.close()
+    log_file.close()
+    hours = sum(len(u.features) for u in corpus) / 30 / 3600
+    return {"steps": step, "corpus_hours": hours, "final_loss": float(loss.item())}
+
+
+LOG_COLUMNS = ["step", "loss", "position", "velocity", "kl", "lr", "seconds"]

@@ -25,10 +25,10 @@ from spacelive.audio import SUPPORTED_SAMPLE_RATES
 from spacelive.controls import (
     DEFAULT_BLINKS_PER_MINUTE,
     MAX_BLINKS_PER_MINUTE,
-    MAX_GAZE,
     MAX_MOUTH_SCALE,
     ControlUpdate,
 )
+from spacelive.gaze import MAX_GAZE, MAX_TRAJECTORY_POINTS, GazeTrajectory
 from spacelive.landmarks import EMOTIONS
 from spacelive.pose import (
     MAX_TRACK_FRAMES,
@@ -81,6 +81,17 @@ class AudioFormat(_Strict):
 
 _Angle = Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False)]
 _Shift = Annotated[float, Field(ge=-MAX_TRANSLATION, le=MAX_TRANSLATION, allow_inf_nan=False)]
+
+
+_Gaze = Annotated[float, Field(ge=-MAX_GAZE, le=MAX_GAZE, allow_inf_nan=False)]
+
+
+class GazePoint(_Strict):
+    """A gaze trajectory point: at ``t`` seconds, the iris offset (x right, y down)."""
+
+    t: float = Field(ge=0.0, le=3600.0)
+    x: _Gaze = 0.0
+    y: _Gaze = 0.0
 
 
 class PoseFrame(_Strict):
@@ -171,6 +182,23 @@ class Controls(_Strict):
         | None
     ) = Field(default=None, description="iris offset [x right, y down] in half eye widths")
 
+    gaze_trajectory: list[GazePoint] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TRAJECTORY_POINTS,
+        description="timed gaze points from the frame this applies to (ends a fixed gaze)",
+    )
+    saccades: bool | None = Field(
+        default=None, description="natural mode: small random saccades on top of the gaze"
+    )
+
+    @field_validator("gaze_trajectory")
+    @classmethod
+    def _increasing(cls, points):
+        if points is not None and any(b.t <= a.t for a, b in zip(points, points[1:], strict=False)):
+            raise ValueError("gaze_trajectory times must increase")
+        return points
+
     mouth_scale: float | None = Field(
         default=None,
         ge=1.0,
@@ -192,6 +220,13 @@ class Controls(_Strict):
             emotion=None if self.emotion is None else np.array(self.emotion_vector(), np.float32),
             blinks_per_minute=self.blinks_per_minute,
             gaze=self.gaze,
+            gaze_trajectory=None
+            if self.gaze_trajectory is None
+            else GazeTrajectory(
+                np.array([p.t for p in self.gaze_trajectory]),
+                np.array([(p.x, p.y) for p in self.gaze_trajectory]),
+            ),
+            saccades=self.saccades,
             blink=self.blink,
             mouth_scale=self.mouth_scale,
             pose_mode=None if self.pose is None else self.pose.mode,

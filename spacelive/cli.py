@@ -231,7 +231,15 @@ def _emotion_vector(text: str | None) -> list[float]:
     return _controls(emotion=text).emotion_vector()
 
 
-def _controls(emotion=None, blinks_per_minute=None, gaze=None, mouth_scale=None, pose=None, **_):
+def _controls(
+    emotion=None,
+    blinks_per_minute=None,
+    gaze=None,
+    mouth_scale=None,
+    pose=None,
+    saccades=False,
+    **_,
+):
     """Command-line controls -> the wire format's `controls`, validated the same way.
     emotion: 'happy=0.7,surprised=0.3'; gaze: 'X,Y'; pose: generated, fixed, or a pose-track
     JSON or video file to transfer."""
@@ -239,7 +247,11 @@ def _controls(emotion=None, blinks_per_minute=None, gaze=None, mouth_scale=None,
 
     from spacelive.server.protocol import Controls
 
-    fields: dict = {"blinks_per_minute": blinks_per_minute, "mouth_scale": mouth_scale}
+    fields: dict = {
+        "blinks_per_minute": blinks_per_minute,
+        "mouth_scale": mouth_scale,
+        "saccades": saccades or None,
+    }
     if emotion is not None:
         pairs = {}
         for item in filter(None, emotion.split(",")):
@@ -289,6 +301,9 @@ def _add_control_options(parser) -> None:
         "--blinks-per-minute", type=float, help="blink rate, 0 disables (default 15)"
     )
     parser.add_argument("--gaze", help="iris offset X,Y in half eye widths, e.g. 0.3,-0.1")
+    parser.add_argument(
+        "--saccades", action="store_true", help="natural gaze: small random saccades on top"
+    )
     parser.add_argument("--mouth-scale", type=float, help="1 (default) .. 2: exaggerate the mouth")
     parser.add_argument(
         "--pose",

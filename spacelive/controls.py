@@ -3,9 +3,10 @@ and the head pose mode (``spacelive.pose``).
 
 Clients set them at `start` and change them mid-stream (`ControlUpdate`); the motion loop asks
 ``FaceControls.advance`` for each frame's values. Changes ramp, so nothing pops: an emotion
-change takes EMOTION_RAMP_FRAMES, a gaze change GAZE_RAMP_FRAMES. Blinks follow a Poisson
-process (seeded, so a seed gives the same blinks) and each closes and reopens the lids over
-the four frames of BLINK_CLOSURE (133 ms, as in the paper).
+change takes EMOTION_RAMP_FRAMES, a gaze jump GAZE_RAMP_FRAMES (``spacelive.gaze``), a pose
+mode change POSE_BLEND_FRAMES (``spacelive.pose``). Blinks follow a Poisson process (seeded,
+so a seed gives the same blinks) and each closes and reopens the lids over the four frames of
+BLINK_CLOSURE (133 ms, as in the paper).
 """
 
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spacelive import FRAME_RATE
+from spacelive.gaze import GazeControl, GazeTrajectory
 from spacelive.landmarks import EMOTIONS, POSE_DIMS
 from spacelive.pose import HeadPoseControl, PoseTrack
 
@@ -25,12 +27,9 @@ BLINK_GAP_S = 0.6
 FIRST_BLINK_S = (0.5, 2.5)
 """The first blink comes at a uniform time in this window, so short clips blink too."""
 EMOTION_RAMP_FRAMES = 6
-GAZE_RAMP_FRAMES = 2
-MAX_GAZE = 1.0
 MAX_MOUTH_SCALE = 2.0
 """Mouth motion can be exaggerated up to this factor (like Maxine's mouth expression
 multiplier), for a portrait whose lips move too little to read."""
-"""Gaze is in half eye widths; the rig keeps the iris inside the eye opening anyway."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +39,8 @@ class ControlUpdate:
     emotion: np.ndarray | None = None  # (8,) intensities in [0, 1], EMOTIONS order
     blinks_per_minute: float | None = None
     gaze: tuple[float, float] | None = None  # x right, y down, in half eye widths
+    gaze_trajectory: GazeTrajectory | None = None  # timed gaze points (ends a fixed gaze)
+    saccades: bool | None = None  # natural mode: small random saccades on top
     blink: bool = False  # blink now
     mouth_scale: float | None = None  # 1 .. MAX_MOUTH_SCALE: mouth motion exaggerated
     pose_mode: str | None = None  # one of spacelive.pose.POSE_MODES
@@ -67,9 +68,7 @@ class FaceControls:
         self._frame = 0
         self._emotion = np.zeros(len(EMOTIONS), np.float32)
         self._emotion_target = self._emotion.copy()
-        self._gaze = np.zeros(2, np.float32)
-        self._gaze_target = self._gaze.copy()
-        self._gaze_step = np.zeros(2, np.float32)
+        self.gaze = GazeControl(seed)
         self._rate = DEFAULT_BLINKS_PER_MINUTE
         self._mouth_scale = 1.0
         self._blink_start: int | None = None  # frame of the current or next blink
@@ -78,7 +77,7 @@ class FaceControls:
         self.apply(update)
         # Values given at the start hold from the first frame: nothing to ramp from.
         self._emotion = self._emotion_target.copy()
-        self._gaze = self._gaze_target.copy()
+        self.gaze.settle()
         self.head.settle()
         if not update.blink:
             self._schedule(first=True)
@@ -94,9 +93,7 @@ class FaceControls:
         self.head.apply(update.pose_mode, update.pose_track, update.live_pose)
         if update.emotion is not None:
             self._emotion_target = np.asarray(update.emotion, np.float32).reshape(len(EMOTIONS))
-        if update.gaze is not None:
-            self._gaze_target = np.asarray(update.gaze, np.float32).reshape(2)
-            self._gaze_step = np.abs(self._gaze_target - self._gaze) / GAZE_RAMP_FRAMES
+        self.gaze.apply(update.gaze, update.gaze_trajectory, update.saccades)
         if update.mouth_scale is not None:
             self._mouth_scale = float(update.mouth_scale)
         if update.blinks_per_minute is not None:
@@ -112,10 +109,7 @@ class FaceControls:
             emotion = np.asarray(update.emotion, np.float32).reshape(len(EMOTIONS))
             if not np.all((emotion >= 0) & (emotion <= 1)):
                 raise ValueError("emotion intensities must be in [0, 1]")
-        if update.gaze is not None:
-            gaze = np.asarray(update.gaze, np.float32).reshape(2)
-            if not np.all(np.abs(gaze) <= MAX_GAZE):
-                raise ValueError(f"gaze x and y must be in [-{MAX_GAZE}, {MAX_GAZE}]")
+        self.gaze.check(update.gaze)
         if update.mouth_scale is not None and not 1.0 <= update.mouth_scale <= MAX_MOUTH_SCALE:
             raise ValueError(f"mouth_scale must be in [1, {MAX_MOUTH_SCALE:g}]")
         if update.blinks_per_minute is not None and not (
@@ -132,7 +126,6 @@ class FaceControls:
             -1.0 / EMOTION_RAMP_FRAMES,
             1.0 / EMOTION_RAMP_FRAMES,
         )
-        self._gaze += np.clip(self._gaze_target - self._gaze, -self._gaze_step, self._gaze_step)
         closure = 0.0
         if self._blink_start is not None and self._frame >= self._blink_start:
             k = self._frame - self._blink_start
@@ -144,7 +137,7 @@ class FaceControls:
         return FrameControls(
             self._emotion.copy(),
             float(closure),
-            self._gaze.copy(),
+            self.gaze.advance(),
             self._mouth_scale,
             self.head.advance(generated),
         )

@@ -128,3 +128,42 @@ def test_mouth_scale_multiplies_the_mouth_motion_only(engine, avatar):
     assert np.abs(one[:, MOUTH_AND_JAW]).max() > 0.01  # the tiny model does move the mouth
     with pytest.raises(ValueError, match="mouth_scale"):
         FaceControls(ControlUpdate(mouth_scale=2.5))
+
+
+def test_a_gaze_trajectory_is_followed_from_when_it_is_set_and_holds_its_end():
+    from spacelive.gaze import GazeTrajectory
+
+    controls = FaceControls(ControlUpdate(blinks_per_minute=0))
+    run(controls, 5)
+    path = GazeTrajectory(np.array([0.0, 1.0, 2.0]), np.array([[0, 0], [0.6, 0], [0.6, -0.3]]))
+    controls.apply(ControlUpdate(gaze_trajectory=path))
+    gazes = np.array([f.gaze for f in run(controls, 80)])
+    np.testing.assert_allclose(gazes[15], [0.3, 0.0], atol=1e-6)  # half way to its 1 s point
+    np.testing.assert_allclose(gazes[45], [0.6, -0.15], atol=1e-6)
+    np.testing.assert_allclose(gazes[70:], [[0.6, -0.3]] * 10, atol=1e-6)  # holds its end
+    controls.apply(ControlUpdate(gaze=(0.0, 0.0)))  # a fixed gaze ends it
+    assert np.allclose(run(controls, 2)[-1].gaze, 0.0)
+    for times, points in (([1.0, 0.5], [[0, 0], [0, 0]]), ([0.0], [[1.5, 0]])):
+        with pytest.raises(ValueError, match="gaze trajectory"):
+            GazeTrajectory(np.array(times), np.array(points))
+
+
+def test_natural_gaze_adds_small_seeded_saccades_around_the_asked_gaze():
+    from spacelive.gaze import GAZE_RAMP_FRAMES, SACCADE_RADIUS
+
+    def eyes(seed: int, saccades: bool) -> np.ndarray:
+        update = ControlUpdate(blinks_per_minute=0, gaze=(0.2, 0.0), saccades=saccades)
+        return np.array([f.gaze for f in run(FaceControls(update, seed=seed), 900)])
+
+    a, b, other, still = eyes(1, True), eyes(1, True), eyes(2, True), eyes(1, False)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, other) and np.all(still == still[0])
+    offsets = np.linalg.norm(a - [0.2, 0.0], axis=1)
+    assert offsets.max() <= SACCADE_RADIUS + 1e-6 and offsets.mean() > 0.03
+    jumps = np.flatnonzero(np.linalg.norm(np.diff(a, axis=0), axis=1) > 1e-6)
+    starts = jumps[np.concatenate([[True], np.diff(jumps) > GAZE_RAMP_FRAMES])]
+    assert 12 <= len(starts) <= 40  # about one a second over 30 s
+    # The blinks stay the same with or without saccades: they have their own generator.
+    update = ControlUpdate(saccades=True)
+    with_saccades = [f.closure for f in run(FaceControls(update, seed=1), 900)]
+    assert with_saccades == [f.closure for f in run(FaceControls(seed=1), 900)]

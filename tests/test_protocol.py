@@ -63,3 +63,22 @@ def test_inline_portrait_must_be_base64():
     start = parse_client_text('{"type": "start", "portrait": "***"}')
     with pytest.raises(ProtocolError, match="base64"):
         start.portrait_bytes()
+
+
+def test_gaze_trajectories_and_natural_gaze_parse_and_bad_ones_are_refused():
+    control = parse_client_text(
+        '{"type": "control", "saccades": true, "gaze_trajectory": '
+        '[{"t": 0, "x": 0.1}, {"t": 1.5, "x": 0.4, "y": -0.2}]}'
+    )
+    update = control.update()
+    assert update.saccades is True
+    assert update.gaze_trajectory.times.tolist() == [0.0, 1.5]
+    assert update.gaze_trajectory.points.tolist() == [[0.1, 0.0], [0.4, -0.2]]
+    for bad, words in (
+        ('[{"t": 1}, {"t": 0.5}]', "times must increase"),
+        ('[{"t": 0, "x": 2}]', "less than or equal to 1"),
+        ("[]", "at least 1"),
+    ):
+        with pytest.raises(ProtocolError) as error:
+            parse_client_text(f'{{"type": "control", "gaze_trajectory": {bad}}}')
+        assert words in error.value.message

@@ -12,7 +12,8 @@ previous poses given, all frames at once: in half the batches those are its own 
 output (run without gradients), in the others the teacher's with noise.
 Loss: L1 on the pose (angles in degrees, translation in 1/200 crop units, so that both are
 about 1 in size) plus an L1 velocity loss, plus beta times the KL divergence of the posterior
-from N(0, 1), annealed in; at inference z ~ N(0, 1). Adam, warm-up then cosine decay.
+from N(0, 1), annealed in, with free bits; at inference z ~ N(0, 1). Adam, warm-up then
+cosine decay.
 
 A progress bar (on a terminal), checkpoints (resumable), a CSV log and a loss-curve PNG go to
 the output folder, as for S2L.
@@ -56,6 +57,7 @@ class PoseTrainConfig:
     velocity_weight: float = 4.0
     kl_weight: float = 0.02
     kl_anneal: int = 300  # steps over which the KL weight ramps up from 0
+    free_nats: float = 0.05  # per latent dimension, not penalized
     self_feed: float = 0.5  # share of batches whose previous poses are the model's own
     input_noise: float = 0.3  # noise on the teacher's previous poses, in POSE_UNITS
     checkpoint_every: int = 100
@@ -168,15 +170,21 @@ def sample_batch(
 
 
 def loss_terms(
-    predicted: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(position L1, velocity L1, KL per example) in POSE_UNITS."""
+    predicted: torch.Tensor,
+    target: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    free_nats: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(position L1, velocity L1, KL per example, KL to minimize) in POSE_UNITS. The KL to
+    minimize spares each latent dimension its first ``free_nats`` ("free bits"), so that the
+    decoder, which also sees its previous poses, is not pushed to ignore z."""
     units = torch.from_numpy(POSE_UNITS)
     error = (predicted - target) * units
     position = error.abs().mean()
     velocity = (error[:, 1:] - error[:, :-1]).abs().mean()
-    kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(dim=1).mean()
-    return position, velocity, kl
+    per_dim = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean(dim=0)
+    return position, velocity, per_dim.sum(), per_dim.clamp(min=free_nats).sum()
 
 
 def train(data: Path, stages: StageSet, out: Path, config: PoseTrainConfig) -> dict:
@@ -229,9 +237,11 @@ def train(data: Path, stages: StageSet, out: Path, config: PoseTrainConfig) -> d
             )
         previous = torch.cat([torch.zeros_like(fed[:, :1]), fed[:, :-1]], dim=1)
         predicted = model.decode_given(features, z, previous)
-        position, velocity, kl = loss_terms(predicted, target, mu, logvar)
+        position, velocity, kl, kl_spared = loss_terms(
+            predicted, target, mu, logvar, config.free_nats
+        )
         beta = config.kl_weight * min(1.0, step / max(config.kl_anneal, 1))
-        loss = position + config.velocity_weight * velocity + beta * kl
+        loss = position + config.velocity_weight * velocity + beta * kl_spared
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -19,17 +19,13 @@ A progress bar (on a terminal), checkpoints (resumable), a CSV log and a loss-cu
 the output folder, as for S2L.
 """
 
-import csv
-import json
 import logging
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from spacelive.models.posegen import PoseGen
 from spacelive.models.widths import width_named
@@ -37,7 +33,7 @@ from spacelive.runners import StageSet
 from spacelive.training.alignment import Phone
 from spacelive.training.corpus import HELD_OUT_VOICES
 from spacelive.training.head_motion import head_motion
-from spacelive.training.train_s2l import learning_rate, log_rows_up_to, plot_losses
+from spacelive.training.run import TrainingRun, learning_rate
 
 log = logging.getLogger(__name__)
 
@@ -200,95 +196,46 @@ def train(data: Path, stages: StageSet, out: Path, config: PoseTrainConfig) -> d
             f"{model.audio_proj.in_features}: train with the encoder's width"
         )
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr_start)
-    checkpoint = out / "checkpoint.pt"
-    step, rng_state = 0, None
-    if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, rng_state = state["step"], state["rng"]
-        log.info("resumed at step %d", step)
-    rng = np.random.default_rng(config.seed)
-    if rng_state is not None:
-        rng.bit_generator.state = rng_state
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
-    log_path = out / "log.csv"
-    kept = log_rows_up_to(log_path, step)
-    log_file = log_path.open("w", newline="")
-    writer = csv.writer(log_file)
-    writer.writerow(LOG_COLUMNS)
-    writer.writerows(kept)
-    t0, start_step = time.perf_counter(), step
+    run = TrainingRun(
+        out, config, model, optimizer, LOG_COLUMNS, "PoseGen", ("loss", "position", "kl")
+    )
     model.train()
-    bar = tqdm(total=config.steps, initial=step, unit="step", desc="PoseGen", disable=None)
     loss = torch.zeros(())
-    while step < config.steps:
-        features, target = sample_batch(corpus, rng, config)
+    while not run.done:
+        features, target = sample_batch(corpus, run.rng, config)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config)
+            group["lr"] = learning_rate(run.step, config)
         z, mu, logvar = model.posterior(features, target)
-        if rng.random() < config.self_feed:
+        if run.rng.random() < config.self_feed:
             # Streaming feeds the decoder its own previous pose: train on that too.
             with torch.no_grad():
                 fed = model.decode(features, z)
         else:
-            fed = target + config.input_noise * torch.randn_like(target) / torch.from_numpy(
-                POSE_UNITS
-            )
+            noise = config.input_noise * torch.randn_like(target)
+            fed = target + noise / torch.from_numpy(POSE_UNITS)
         previous = torch.cat([torch.zeros_like(fed[:, :1]), fed[:, :-1]], dim=1)
         predicted = model.decode_given(features, z, previous)
         position, velocity, kl, kl_spared = loss_terms(
             predicted, target, mu, logvar, config.free_nats
         )
-        beta = config.kl_weight * min(1.0, step / max(config.kl_anneal, 1))
+        beta = config.kl_weight * min(1.0, run.step / max(config.kl_anneal, 1))
         loss = position + config.velocity_weight * velocity + beta * kl_spared
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", kl=f"{kl.item():.1f}")
-        writer.writerow(
-            [
-                step,
-                f"{loss.item():.6f}",
-                f"{position.item():.6f}",
-                f"{velocity.item():.6f}",
-                f"{kl.item():.4f}",
-                f"{learning_rate(step, config):.3e}",
-                f"{time.perf_counter() - t0:.1f}",
-            ]
+        run.record(
+            {
+                "loss": loss.item(),
+                "position": position.item(),
+                "velocity": velocity.item(),
+                "kl": kl.item(),
+                "lr": learning_rate(run.step, config),
+            }
         )
-        if step % 50 == 0:
-            log_file.flush()
-            log.info(
-                "step %d/%d loss %.4f (position %.3f deg, velocity %.4f, KL %.2f) %.2f s/step",
-                step,
-                config.steps,
-                loss.item(),
-                position.item(),
-                velocity.item(),
-                kl.item(),
-                (time.perf_counter() - t0) / max(step - start_step, 1),
-            )
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            log_file.flush()
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "step": step,
-                    "rng": rng.bit_generator.state,
-                    "config": asdict(config),
-                },
-                checkpoint,
-            )
-            plot_losses(log_path, out / "loss.png", "PoseGen training", ("loss", "position", "kl"))
-    bar.close()
-    log_file.close()
+    run.close()
     hours = sum(len(u.features) for u in corpus) / 30 / 3600
-    return {"steps": step, "corpus_hours": hours, "final_loss": float(loss.item())}
+    return {"steps": run.step, "corpus_hours": hours, "final_loss": float(loss.item())}
 
 
-LOG_COLUMNS = ["step", "loss", "position", "velocity", "kl", "lr", "seconds"]
+LOG_COLUMNS = ("loss", "position", "velocity", "kl", "lr")

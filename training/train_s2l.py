@@ -15,19 +15,13 @@ A progress bar (on a terminal), checkpoints (resumable), a CSV log and a loss-cu
 the output folder.
 """
 
-import csv
-import json
 import logging
-import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from spacelive.landmarks import EMOTIONS, MOUTH, SPARSE_POINTS, closed_mouth
 from spacelive.models.audio_encoder import AudioEncoder
@@ -35,6 +29,7 @@ from spacelive.models.speech2landmarks import Speech2Landmarks
 from spacelive.models.widths import width_named
 from spacelive.training.corpus import HELD_OUT_VOICES
 from spacelive.training.identities import identity_bank, perturb
+from spacelive.training.run import TrainingRun, learning_rate
 from spacelive.training.teacher import landmarks_from_tracks
 
 log = logging.getLogger(__name__)
@@ -139,23 +134,6 @@ def loss_terms(predicted: torch.Tensor, target: torch.Tensor, y_weight: float, m
     return position, velocity
 
 
-class Schedule(Protocol):
-    """What the learning-rate schedule reads from a training config."""
-
-    steps: int
-    warmup: int
-    lr_start: float
-    lr_peak: float
-
-
-def learning_rate(step: int, config: Schedule) -> float:
-    warmup = min(config.warmup, config.steps // 10)  # short runs warm up for a tenth
-    if step < warmup:
-        return config.lr_start + (config.lr_peak - config.lr_start) * step / warmup
-    progress = (step - warmup) / max(config.steps - warmup, 1)
-    return config.lr_peak * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
 def train(data: Path, out: Path, config: TrainConfig, init_from: Path | None = None) -> dict:
     """Train (or resume) into ``out``; returns the final summary. ``init_from`` starts a new
     run from another run's weights (fine-tuning)."""
@@ -167,39 +145,23 @@ def train(data: Path, out: Path, config: TrainConfig, init_from: Path | None = N
     model.audio_encoder.mfcc_mean.copy_(torch.from_numpy(corpus.mfcc_mean))
     model.audio_encoder.mfcc_std.copy_(torch.from_numpy(corpus.mfcc_std))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr_start)
-    checkpoint = out / "checkpoint.pt"
-    step, rng_state = 0, None
-    if init_from is not None and not checkpoint.exists():
+    run = TrainingRun(
+        out, config, model, optimizer, LOG_COLUMNS, "S2L", ("loss", "position", "velocity")
+    )
+    if init_from is not None and not run.resumed:
         model.load_state_dict(torch.load(init_from, weights_only=False)["model"])
         log.info("starting from the weights of %s", init_from)
-    if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, rng_state = state["step"], state["rng"]
-        log.info("resumed at step %d", step)
-    rng = np.random.default_rng(config.seed)
-    if rng_state is not None:
-        rng.bit_generator.state = rng_state
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
-    log_path = out / "log.csv"
-    kept = log_rows_up_to(log_path, step)  # rows past the checkpoint are redone
-    log_file = log_path.open("w", newline="")
-    writer = csv.writer(log_file)
-    writer.writerow(LOG_COLUMNS)
-    writer.writerows(kept)
-    t0, start_step = time.perf_counter(), step
     model.train()
-    bar = tqdm(total=config.steps, initial=step, unit="step", desc="S2L", disable=None)
-    while step < config.steps:
-        mfcc, rest, emotion, target = sample_batch(corpus, bank, rng, config)
+    loss = torch.zeros(())
+    while not run.done:
+        mfcc, rest, emotion, target = sample_batch(corpus, bank, run.rng, config)
         previous = target + config.input_noise * torch.randn_like(target)
-        if rng.random() < config.self_feed:
+        if run.rng.random() < config.self_feed:
             # Streaming feeds S2L its own previous output: train on that too, or it drifts.
             with torch.no_grad():
                 previous = model(mfcc, rest, emotion, None)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config)
+            group["lr"] = learning_rate(run.step, config)
         predicted = model(mfcc, rest, emotion, previous)
         position, velocity = loss_terms(predicted, target, config.y_weight, config.mouth_weight)
         loss = position + config.velocity_weight * velocity
@@ -207,87 +169,16 @@ def train(data: Path, out: Path, config: TrainConfig, init_from: Path | None = N
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{learning_rate(step, config):.1e}")
-        writer.writerow(
-            [
-                step,
-                f"{loss.item():.6f}",
-                f"{position.item():.6f}",
-                f"{velocity.item():.6f}",
-                f"{learning_rate(step, config):.3e}",
-                f"{time.perf_counter() - t0:.1f}",
-            ]
+        run.record(
+            {
+                "loss": loss.item(),
+                "position": position.item(),
+                "velocity": velocity.item(),
+                "lr": learning_rate(run.step, config),
+            }
         )
-        if step % 50 == 0:
-            log_file.flush()
-            log.info(
-                "step %d/%d loss %.4f (position %.4f, velocity %.4f) %.2f s/step",
-                step,
-                config.steps,
-                loss.item(),
-                position.item(),
-                velocity.item(),
-                (time.perf_counter() - t0) / max(step - start_step, 1),
-            )
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            log_file.flush()
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "step": step,
-                    "rng": rng.bit_generator.state,
-                    "config": asdict(config),
-                },
-                checkpoint,
-            )
-            plot_losses(log_path, out / "loss.png")
-    bar.close()
-    log_file.close()
-    return {"steps": step, "corpus_hours": corpus.hours, "final_loss": float(loss.item())}
+    run.close()
+    return {"steps": run.step, "corpus_hours": corpus.hours, "final_loss": float(loss.item())}
 
 
-LOG_COLUMNS = ["step", "loss", "position", "velocity", "lr", "seconds"]
-
-
-def log_rows_up_to(log_path: Path, step: int) -> list[list[str]]:
-    """The CSV log's rows for steps 1..step (a resumed run redoes the steps after its
-    checkpoint, so their rows are dropped rather than duplicated)."""
-    if step == 0 or not log_path.exists():
-        return []
-    rows = list(csv.reader(log_path.open()))[1:]
-    return [r for r in rows if r and int(r[0]) <= step]
-
-
-def plot_losses(
-    log_path: Path,
-    png: Path,
-    title: str = "Speech2Landmarks training",
-    keys: tuple[str, ...] = ("loss", "position", "velocity"),
-) -> None:
-    """The log's ``keys`` columns against step (50-step moving averages, log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = list(csv.DictReader(log_path.open()))
-    if not rows:
-        return
-    steps = np.array([int(r["step"]) for r in rows])
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key in keys:
-        values = np.array([float(r[key]) for r in rows])
-        kernel = np.ones(min(50, len(values))) / min(50, len(values))
-        ax.plot(
-            steps[: len(values) - len(kernel) + 1], np.convolve(values, kernel, "valid"), label=key
-        )
-    ax.set_xlabel("step")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.set_title(f"{title} (50-step moving average)")
-    fig.tight_layout()
-    fig.savefig(png)
-    plt.close(fig)
+LOG_COLUMNS = ("loss", "position", "velocity", "lr")

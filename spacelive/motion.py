@@ -17,7 +17,7 @@ import numpy as np
 from spacelive.controls import ControlUpdate, FaceControls
 from spacelive.eyes import pose_eyes
 from spacelive.face import Avatar, normalize_landmarks, pose_landmarks, rotation_from_angles
-from spacelive.landmarks import JAW, MESH_TO_SPARSE, MOUTH, POSE_DIMS, closed_mouth
+from spacelive.landmarks import JAW, MOUTH, POSE_DIMS, closed_mouth
 from spacelive.runners import StageSet
 from spacelive.timing import StageTimes
 from spacelive.transfer import DenseTransfer
@@ -106,8 +106,10 @@ class MotionModel:
 
     @staticmethod
     def _transfer(avatar: Avatar) -> DenseTransfer:
+        """Expression transfer in the face's frontal frame: the head's pose is then applied
+        to all 478 points rigidly, as the rig does, not carried by the sparse landmarks."""
         frontal = normalize_landmarks(avatar.kp_source, avatar.pose)
-        return DenseTransfer(avatar.kp_source, avatar.kp_source[MESH_TO_SPARSE], frontal[:, :2])
+        return DenseTransfer(frontal, avatar.landmarks0, frontal[:, :2])
 
     def run(self, state: MotionState, mfcc: np.ndarray) -> list[FrameMotion]:
         """A whole known stream at once: every frame of mfcc (T, 40), lookahead flushed."""
@@ -201,9 +203,10 @@ class MotionModel:
                 spoken[j] = pose_eyes(spoken[j], c.closure, c.gaze)
         posed = pose_landmarks(spoken, rotation, translation, scale)
         if self.l2l_placeholder:
-            keypoints = np.concatenate(
-                [_transfer_of(s).apply(posed[j : j + 1]) for j, s in enumerate(rows)]
+            frontal = np.concatenate(
+                [_transfer_of(s).apply(spoken[j : j + 1]) for j, s in enumerate(rows)]
             )
+            keypoints = pose_landmarks(frontal, rotation, translation, scale)
             l2l = {
                 "kp": keypoints,
                 "new_h": np.concatenate([s.l2l_h for s in rows], axis=1),

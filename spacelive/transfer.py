@@ -22,8 +22,9 @@ class DenseTransfer:
     """Precomputed for one avatar; ``apply`` is a small batched matmul."""
 
     def __init__(self, kp_source: np.ndarray, sparse_source: np.ndarray, frontal: np.ndarray):
-        """kp_source: (478, 3) and sparse_source: (110, 3) crop coordinates; frontal: (478, 2+)
-        each mesh point in the face's frontal frame (x right, y down), to split the mouth."""
+        """kp_source: (478, 3) and sparse_source: (110, 3) in one frame (the motion loop uses
+        the face's normalized frontal frame); frontal: (478, 2+) each mesh point in the frontal
+        frame (x right, y down), to split the mouth."""
         mesh_lower = frontal[:, 1] > _lip_parting(frontal)
         sparse_lower = np.array([i in _LOWER_SPARSE for i in range(len(sparse_source))])
         sparse_either = np.array([i in _CORNERS for i in range(len(sparse_source))])
@@ -38,7 +39,7 @@ class DenseTransfer:
         self.sparse_source = sparse_source.astype(np.float32)
 
     def apply(self, sparse: np.ndarray) -> np.ndarray:
-        """Posed sparse landmarks (B, 110, 3) -> keypoints (B, 478, 3), crop coordinates."""
+        """Sparse landmarks (B, 110, 3) -> keypoints (B, 478, 3), in the frame of the sources."""
         moved = sparse - self.sparse_source[None]
         return self.kp_source[None] + (moved[:, self.index] * self.weights[None, :, :, None]).sum(2)
 

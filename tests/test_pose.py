@@ -153,3 +153,37 @@ def test_a_video_gives_the_head_pose_of_every_frame(tmp_path, analyzer, avatar):
     with pytest.raises(PoseTrackError, match="could not be read"):
         (tmp_path / "not.mp4").write_bytes(b"not a video")
         track_from_video(tmp_path / "not.mp4", analyzer)
+
+
+def test_a_head_pose_turns_every_keypoint_rigidly(tmp_path, avatar):
+    """The same speech with the head held turned and tilted, and with it fixed: frontalized
+    with their poses, the two streams' 478 keypoints are the same face (the landmark transfer
+    that stands in for an untrained L2L moves the expression, the pose turns the whole mesh)."""
+    pytest.importorskip("torch")
+    from spacelive.audio import offline_mfcc
+    from spacelive.engine import Engine, EngineConfig
+    from spacelive.export.stages import build_stages, export_stages, randomize
+    from spacelive.face import normalize_landmarks, rotation_from_angles
+    from tests.conftest import speechlike
+
+    stages = randomize(build_stages("tiny", seed=5), seed=6, head_scale=0.5)
+    export_stages(stages, tmp_path, placeholders=frozenset({"l2l"}))
+    engine = Engine(EngineConfig(models=tmp_path))
+
+    mfcc = offline_mfcc(speechlike(1.0, seed=2))
+    turn = np.radians([12.0, -6.0, 4.0])
+    live = ControlUpdate(
+        blinks_per_minute=0, pose_mode="live", live_pose=np.array([*turn, 0, 0, 0])
+    )
+    fixed = ControlUpdate(blinks_per_minute=0, pose_mode="fixed")
+    turned, straight = (
+        engine.motion.run(engine.motion.new_state(avatar, update, 3), mfcc)
+        for update in (live, fixed)
+    )
+    pose = avatar.pose
+    rotation = rotation_from_angles(*turn) @ pose.rotation
+    for a, b in zip(turned, straight, strict=True):
+        np.testing.assert_allclose(np.degrees(a.pose[:3]), np.degrees(turn), atol=1e-4)
+        frontal_a = (a.keypoints - pose.translation) @ rotation / pose.scale
+        np.testing.assert_allclose(frontal_a, normalize_landmarks(b.keypoints, pose), atol=1e-4)
+    assert not np.allclose(turned[10].keypoints, straight[10].keypoints, atol=1e-2)

@@ -6,9 +6,10 @@ Talkers move their heads with their prosody. The teacher composes, per utterance
   down over ~0.5 s after speech ends and wakes within ~0.15 s when it starts;
 * **slow drift**: smooth random wandering of yaw, pitch and roll (and a little sway of the
   head's position), larger while speaking than in silence;
-* **nods and tilts on stressed syllables**: a stressed vowel (long for its utterance, and loud)
-  starts a short pitch bump (a nod) shortly before its onset; some carry a roll tilt or a yaw
-  glance, and the loudest carry more;
+* **nods and tilts on stressed syllables**: every stressed vowel (long for its utterance, and
+  loud) starts a short pitch bump (a nod) shortly before its onset, the louder the larger, so
+  that where a head nods can be heard; some carry a roll tilt (to the speaker's side) or a yaw
+  glance;
 * **a random style** per utterance (amplitudes, how often the speaker nods, drift speed, a
   resting offset), so that one audio admits many motions: PoseGen's latent learns the style.
 
@@ -47,20 +48,20 @@ class HeadStyle:
     drift_s: float  # time scale of the wander
     calm: float  # share of the wander left in silence
     nod_deg: float  # pitch of a full nod
-    nod_share: float  # share of stressed syllables that nod
     tilt_share: float  # share of nods that also tilt (roll) or glance (yaw)
+    tilt_side: float  # +1 or -1: which way this speaker tilts
     offset_deg: tuple[float, float, float]  # where the head rests while talking
     sway: float  # translation wander (std), crop units
 
     @staticmethod
     def draw(rng: np.random.Generator) -> "HeadStyle":
         return HeadStyle(
-            drift_deg=(rng.uniform(2.0, 6.0), rng.uniform(1.5, 4.5), rng.uniform(0.5, 2.5)),
+            drift_deg=(rng.uniform(2.0, 6.0), rng.uniform(2.0, 5.0), rng.uniform(0.5, 2.5)),
             drift_s=rng.uniform(0.8, 2.0),
             calm=rng.uniform(0.15, 0.45),
-            nod_deg=rng.uniform(2.5, 6.0),
-            nod_share=rng.uniform(0.3, 0.9),
+            nod_deg=rng.uniform(2.0, 7.0),
             tilt_share=rng.uniform(0.1, 0.5),
+            tilt_side=float(rng.choice((-1.0, 1.0))),
             offset_deg=(rng.normal(0, 2.0), rng.normal(0, 1.5), rng.normal(0, 1.0)),
             sway=rng.uniform(0.002, 0.008),
         )
@@ -135,13 +136,11 @@ def head_motion(
         degrees[:, axis] = style.drift_deg[axis] * _wander(rng, frames, style.drift_s)
         degrees[:, axis] = presence * degrees[:, axis] + active * style.offset_deg[axis]
     for onset, strength in stressed_vowels(phones, audio):
-        if rng.random() >= style.nod_share:
-            continue
-        shape = _bump(t, onset - NOD_LEAD_S, NOD_S * rng.uniform(0.8, 1.3))
+        shape = _bump(t, onset - NOD_LEAD_S, NOD_S)
         degrees[:, 1] += style.nod_deg * (0.4 + 0.6 * strength) * shape
         if rng.random() < style.tilt_share:
             axis = 2 if rng.random() < 0.6 else 0
-            degrees[:, axis] += rng.choice((-1, 1)) * style.nod_deg * 0.6 * strength * shape
+            degrees[:, axis] += style.tilt_side * style.nod_deg * 0.6 * strength * shape
     pose = np.zeros((frames, POSE_DIMS))
     pose[:, :3] = np.radians(degrees)
     for axis in (3, 4):

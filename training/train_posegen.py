@@ -44,16 +44,16 @@ POSE_UNITS = np.array([np.degrees(1.0)] * 3 + [200.0] * 3, np.float32)
 @dataclass
 class PoseTrainConfig:
     width: str = "realtime"
-    steps: int = 1_500
+    steps: int = 1_600
     batch: int = 24
     window: int = 300  # frames: 10 s, from a stream's start (the zero pose)
     lr_start: float = 1e-5
     lr_peak: float = 1e-3
     warmup: int = 100
     velocity_weight: float = 4.0
-    kl_weight: float = 0.02
+    kl_weight: float = 0.005
     kl_anneal: int = 300  # steps over which the KL weight ramps up from 0
-    free_nats: float = 0.05  # per latent dimension, not penalized
+    free_nats: float = 0.2  # per latent dimension, not penalized
     self_feed: float = 0.5  # share of batches whose previous poses are the model's own
     input_noise: float = 0.3  # noise on the teacher's previous poses, in POSE_UNITS
     checkpoint_every: int = 100

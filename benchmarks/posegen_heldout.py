@@ -1,6 +1,7 @@
 """Generated head motion on voices the training never used: mbrola us3 and flite slt.
 
     python benchmarks/posegen_heldout.py [--models DIR] [--seeds 5] [--label NAME]
+                                         [--training-voices]
 
 Per voice, held-out sentences are joined into a talk of about 20 s, 5 s of silence and 10 s
 more talk; the exported stages stream it (mode ``generated``) once per seed. Reported, as
@@ -28,6 +29,8 @@ from spacelive.training.head_motion import activity, head_motion
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
+TRAINING = (Voice("mbrola", "us1", "en"), Voice("flite", "kal16", "en"))
+"""``--training-voices``: for choosing between checkpoints without looking at held-out voices."""
 AXES = ("yaw", "pitch", "roll")
 
 
@@ -57,13 +60,14 @@ def main() -> int:
     parser.add_argument("--models", default=str(DEFAULT_MODELS))
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--label", default="default")
+    parser.add_argument("--training-voices", action="store_true", help="us1 and kal16 instead")
     args = parser.parse_args()
     motion = Engine(EngineConfig(models=Path(args.models))).motion
     avatar = FaceAnalyzer().analyze(DEFAULT_PORTRAIT.read_bytes())
     sentences = SentenceMaker()
     update = ControlUpdate(blinks_per_minute=0)
     report: dict = {"benchmark": "posegen_heldout", "models": args.models, "voices": {}}
-    for v, voice in enumerate(HELD_OUT):
+    for v, voice in enumerate(TRAINING if args.training_voices else HELD_OUT):
         rng = np.random.default_rng([4242, v])
         first, first_phones = talk(voice, 20.0, rng, sentences)
         again, again_phones = talk(voice, 10.0, rng, sentences)

@@ -192,10 +192,11 @@ def _cmd_train_posegen(args) -> int:
     from spacelive.training.train_posegen import PoseTrainConfig, train
 
     stages = load_stages(Path(args.models))
-    options = ("steps", "batch", "seed", "lr_peak", "window", "kl_weight")
+    options = ("steps", "batch", "seed", "lr_peak", "window", "kl_weight", "free_nats")
     given = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
     config = PoseTrainConfig(width=stages.manifest["width"], **given)
-    summary = train(Path(args.data), stages, Path(args.out), config)
+    init = Path(args.init_from) if args.init_from else None
+    summary = train(Path(args.data), stages, Path(args.out), config, init_from=init)
     print(json.dumps(summary))
     return 0
 
@@ -481,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     posegen.add_argument("--lr-peak", type=float)
     posegen.add_argument("--window", type=int, help="frames per training sequence")
     posegen.add_argument("--kl-weight", type=float, help="beta of the KL term")
+    posegen.add_argument("--free-nats", type=float, help="KL per latent dimension not penalized")
+    posegen.add_argument("--init-from", help="start from this checkpoint's weights (fine-tune)")
     posegen.set_defaults(run=_cmd_train_posegen)
 
     teach = sub.add_parser("teach", help="phoneme alignment -> per-frame landmark targets")

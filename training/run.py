@@ -51,9 +51,11 @@ class TrainingRun:
         columns: tuple[str, ...],
         title: str,
         plotted: tuple[str, ...],
+        init_from: Path | None = None,
     ):
         """config: a dataclass with ``seed``, ``steps`` and ``checkpoint_every``; columns: the
-        log's value columns (after ``step``, before ``seconds``); plotted: those in loss.png."""
+        log's value columns (after ``step``, before ``seconds``); plotted: those in loss.png;
+        init_from: a checkpoint whose weights a new run starts from (fine-tuning)."""
         out.mkdir(parents=True, exist_ok=True)
         self.out, self.config, self.model, self.optimizer = out, config, model, optimizer
         self.columns, self.title, self.plotted = columns, title, plotted
@@ -68,6 +70,9 @@ class TrainingRun:
             self.step = state["step"]
             self.rng.bit_generator.state = state["rng"]
             log.info("resumed at step %d", self.step)
+        elif init_from is not None:
+            model.load_state_dict(torch.load(init_from, weights_only=False)["model"])
+            log.info("starting from the weights of %s", init_from)
         (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
         self.log_path = out / "log.csv"
         kept = log_rows_up_to(self.log_path, self.step)  # rows past the checkpoint are redone

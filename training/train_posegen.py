@@ -206,11 +206,8 @@ def train(
         )
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr_start)
     run = TrainingRun(
-        out, config, model, optimizer, LOG_COLUMNS, "PoseGen", ("loss", "position", "kl")
+        out, config, model, optimizer, LOG_COLUMNS, "PoseGen", ("loss", "position", "kl"), init_from
     )
-    if init_from is not None and not run.resumed:
-        model.load_state_dict(torch.load(init_from, weights_only=False)["model"])
-        log.info("starting from the weights of %s", init_from)
     model.train()
     loss = torch.zeros(())
     while not run.done:

@@ -146,11 +146,15 @@ def train(data: Path, out: Path, config: TrainConfig, init_from: Path | None = N
     model.audio_encoder.mfcc_std.copy_(torch.from_numpy(corpus.mfcc_std))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr_start)
     run = TrainingRun(
-        out, config, model, optimizer, LOG_COLUMNS, "S2L", ("loss", "position", "velocity")
+        out,
+        config,
+        model,
+        optimizer,
+        LOG_COLUMNS,
+        "S2L",
+        ("loss", "position", "velocity"),
+        init_from,
     )
-    if init_from is not None and not run.resumed:
-        model.load_state_dict(torch.load(init_from, weights_only=False)["model"])
-        log.info("starting from the weights of %s", init_from)
     model.train()
     loss = torch.zeros(())
     while not run.done:

@@ -192,7 +192,17 @@ def _cmd_train_posegen(args) -> int:
     from spacelive.training.train_posegen import PoseTrainConfig, train
 
     stages = load_stages(Path(args.models))
-    options = ("steps", "batch", "seed", "lr_peak", "window", "kl_weight", "free_nats")
+    options = (
+        "steps",
+        "batch",
+        "seed",
+        "lr_peak",
+        "warmup",
+        "window",
+        "kl_weight",
+        "free_nats",
+        "self_feed",
+    )
     given = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
     config = PoseTrainConfig(width=stages.manifest["width"], **given)
     init = Path(args.init_from) if args.init_from else None
@@ -483,6 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     posegen.add_argument("--window", type=int, help="frames per training sequence")
     posegen.add_argument("--kl-weight", type=float, help="beta of the KL term")
     posegen.add_argument("--free-nats", type=float, help="KL per latent dimension not penalized")
+    posegen.add_argument("--warmup", type=int, help="learning-rate warm-up steps")
+    posegen.add_argument(
+        "--self-feed", type=float, help="share of batches fed the decoder's own previous poses"
+    )
     posegen.add_argument("--init-from", help="start from this checkpoint's weights (fine-tune)")
     posegen.set_defaults(run=_cmd_train_posegen)
 

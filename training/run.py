@@ -89,6 +89,21 @@ class TrainingRun:
     def done(self) -> bool:
         return self.step >= self.config.steps
 
+    def begin_step(self) -> None:
+        """Set this step's learning rate (``learning_rate`` of the config)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.step, self.config)
+
+    def finish_step(self, loss: torch.Tensor, values: dict[str, float]) -> None:
+        """Backpropagate ``loss`` (gradients clipped to norm 1), step the optimizer, and
+        record the step with ``values`` plus its loss and learning rate."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.record({**values, "loss": loss.item(), "lr": lr})
+
     def record(self, values: dict[str, float]) -> None:
         """One step done: its ``columns`` values into the log; checkpoint when due."""
         self.step += 1

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from spacelive.models.posegen import PoseGen
 from spacelive.models.widths import width_named
@@ -33,7 +32,7 @@ from spacelive.runners import StageSet
 from spacelive.training.alignment import Phone
 from spacelive.training.corpus import HELD_OUT_VOICES
 from spacelive.training.head_motion import head_motion
-from spacelive.training.run import TrainingRun, learning_rate
+from spacelive.training.run import TrainingRun
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +211,7 @@ def train(
     loss = torch.zeros(())
     while not run.done:
         features, target = sample_batch(corpus, run.rng, config)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(run.step, config)
+        run.begin_step()
         z, mu, logvar = model.posterior(features, target)
         if run.rng.random() < config.self_feed:
             # Streaming feeds the decoder its own previous pose: train on that too.
@@ -229,18 +227,8 @@ def train(
         )
         beta = config.kl_weight * min(1.0, run.step / max(config.kl_anneal, 1))
         loss = position + config.velocity_weight * velocity + beta * kl_spared
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        run.record(
-            {
-                "loss": loss.item(),
-                "position": position.item(),
-                "velocity": velocity.item(),
-                "kl": kl.item(),
-                "lr": learning_rate(run.step, config),
-            }
+        run.finish_step(
+            loss, {"position": position.item(), "velocity": velocity.item(), "kl": kl.item()}
         )
     run.close()
     hours = sum(len(u.features) for u in corpus) / 30 / 3600

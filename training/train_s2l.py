@@ -29,7 +29,7 @@ from spacelive.models.speech2landmarks import Speech2Landmarks
 from spacelive.models.widths import width_named
 from spacelive.training.corpus import HELD_OUT_VOICES
 from spacelive.training.identities import identity_bank, perturb
-from spacelive.training.run import TrainingRun, learning_rate
+from spacelive.training.run import TrainingRun
 from spacelive.training.teacher import landmarks_from_tracks
 
 log = logging.getLogger(__name__)
@@ -164,23 +164,11 @@ def train(data: Path, out: Path, config: TrainConfig, init_from: Path | None = N
             # Streaming feeds S2L its own previous output: train on that too, or it drifts.
             with torch.no_grad():
                 previous = model(mfcc, rest, emotion, None)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(run.step, config)
+        run.begin_step()
         predicted = model(mfcc, rest, emotion, previous)
         position, velocity = loss_terms(predicted, target, config.y_weight, config.mouth_weight)
         loss = position + config.velocity_weight * velocity
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        run.record(
-            {
-                "loss": loss.item(),
-                "position": position.item(),
-                "velocity": velocity.item(),
-                "lr": learning_rate(run.step, config),
-            }
-        )
+        run.finish_step(loss, {"position": position.item(), "velocity": velocity.item()})
     run.close()
     return {"steps": run.step, "corpus_hours": corpus.hours, "final_loss": float(loss.item())}
 

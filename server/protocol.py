@@ -119,8 +119,9 @@ class PoseTrackMessage(_Strict):
     frames: list[PoseFrame] = Field(min_length=1, max_length=MAX_TRACK_FRAMES)
 
     def track(self) -> PoseTrack:
-        poses = np.array([f.vector() for f in self.frames], np.float64)
-        return PoseTrack.from_poses(np.degrees(poses[:, :3]), self.fps, poses[:, 3:])
+        angles = np.array([(f.yaw, f.pitch, f.roll) for f in self.frames])
+        translation = np.array([(f.x, f.y, f.z) for f in self.frames])
+        return PoseTrack.from_poses(angles, self.fps, translation)
 
 
 class PoseControl(_Strict):

@@ -264,16 +264,16 @@ class ControlChecker:
         rate = MODEL_SAMPLE_RATE
         audio = np.concatenate([self.speech, np.zeros(4 * rate), self.speech[: 4 * rate]])
         mfcc = offline_mfcc(audio.astype(np.float32))
-        first, silence = self.mfcc, np.zeros(4 * FRAME_RATE)
+        talk, pause = len(self.mfcc), 4 * FRAME_RATE  # frames of the first talk, the pause
         motions = self.motions(ControlUpdate(blinks_per_minute=0), mfcc=mfcc)
         found = self.head_angles(self.render(motions))
         commanded = np.degrees(np.array([m.pose[:3] for m in motions]))
         settle = FRAME_RATE // 2  # motion settles for half a second after each change
         speaking = np.zeros(len(mfcc), bool)
-        speaking[settle : len(first)] = True
-        speaking[len(first) + len(silence) + settle :] = True
+        speaking[settle:talk] = True
+        speaking[talk + pause + settle :] = True
         quiet = np.zeros(len(mfcc), bool)
-        quiet[len(first) + settle : len(first) + len(silence)] = True
+        quiet[talk + settle : talk + pause] = True
         figures: dict[str, float] = {}
         for name, angles in (("", found), ("commanded_", commanded)):
             smooth = _moving_average(angles[:, :2], 3)

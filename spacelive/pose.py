@@ -30,7 +30,7 @@ POSE_BLEND_FRAMES = 6
 POSE_LIMITS_DEG = (20.0, 15.0, 10.0)
 """Yaw, pitch and roll are held within +- these (the renderer's convincing range)."""
 MAX_TRANSLATION = 0.5
-"""Translation offsets are held within +- this many face units."""
+"""A live pose or track frame may move the head by at most +- this many face units."""
 MAX_TRACK_FRAMES = 30 * 60 * 30
 """A reference track may hold up to 30 minutes at 30 fps."""
 

@@ -54,6 +54,19 @@ ensure_speech_tools() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng mbrola $voices flite $words >/dev/null
 }
 
+ensure_browser() {
+  # The browser test drives Debian's chromium through its chromedriver (Selenium).
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    return
+  fi
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "warning: chromium and chromium-driver are missing; the browser test skips" >&2
+    return
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+}
+
 install() {  # $1: extras, e.g. "" or "train,dev"
   local spec="."
   [ -n "$1" ] && spec=".[$1]"
@@ -73,6 +86,7 @@ case "$command" in
     ;;
   test)
     ensure_speech_tools
+    ensure_browser
     ensure_venv
     install "train,dev"
     "$VENV/bin/ruff" check .

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from spacelive.audio import pcm_s16le
+from spacelive.audio_input import AudioSpec
 from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.face import FaceAnalyzer
 from spacelive.sheet import contact_sheet, decode
@@ -45,7 +46,7 @@ def main() -> int:
     samples, phones = synthesize(Voice("mbrola", "us3", "en"), args.text, np.random.default_rng(0))
     engine = Engine(EngineConfig(models=Path(args.models)))
     avatar = FaceAnalyzer().analyze(DEFAULT_PORTRAIT.read_bytes())
-    session = engine.open_session(avatar, 16_000)
+    session = engine.open_session(avatar, AudioSpec(sample_rate=16_000))
     frames = session.feed(pcm_s16le(samples)) + session.flush()
     pictures = decode(frames, {f.frame_index for f in frames})
     chosen, seen = {}, set()

@@ -1,5 +1,6 @@
-"""The streaming client: sends a portrait and a WAV over /v1/stream, records the frames,
-writes an MP4 (received H.264 as is, plus AAC audio) and per-frame latency statistics."""
+"""The streaming client: sends a portrait and a WAV over /v1/stream (PCM, or Opus packets as
+a browser on a bad link sends them), records the frames, writes an MP4 (received H.264 as
+is, plus AAC audio) and per-frame latency statistics."""
 
 import asyncio
 import json
@@ -16,7 +17,8 @@ import websockets
 
 from spacelive import FRAME_RATE
 from spacelive.audio import pcm_s16le, read_audio
-from spacelive.server.protocol import WEBSOCKET_MAX_BYTES, parse_video_message
+from spacelive.client.opus import PACKET_MS, opus_packets
+from spacelive.server.protocol import WEBSOCKET_MAX_BYTES, parse_frame_message
 from spacelive.video import EncodedFrame, write_mp4
 
 log = logging.getLogger(__name__)
@@ -32,20 +34,30 @@ class StreamError(RuntimeError):
 class StreamResult:
     frames: list[EncodedFrame]
     expected_frames: int
-    chunk_send_times: list[float]  # perf_counter seconds, chunk i holds samples [i*n, (i+1)*n)
+    chunk_send_times: list[float]  # perf_counter seconds; chunk i: audio [i*d, (i+1)*d) s
     frame_recv_times: dict[int, float]
-    chunk_samples: int
-    sample_rate: int
+    chunk_seconds: float  # d
+    audio_bytes: int  # what the uplink carried
+    ready: dict = field(default_factory=dict)  # the server's `ready`
     server_stage_ms: dict[str, float] = field(default_factory=dict)
 
     def latencies_ms(self) -> np.ndarray:
         """Frame k: receive time minus the send time of the chunk holding audio time k / 30."""
         out = []
         for k, received in sorted(self.frame_recv_times.items()):
-            chunk = (k * self.sample_rate // FRAME_RATE) // self.chunk_samples
+            chunk = int(k / FRAME_RATE / self.chunk_seconds + 1e-9)
             chunk = min(chunk, len(self.chunk_send_times) - 1)
             out.append(1000 * (received - self.chunk_send_times[chunk]))
         return np.array(out)
+
+    def audio_kbps(self) -> float:
+        seconds = len(self.chunk_send_times) * self.chunk_seconds
+        return 8 * self.audio_bytes / seconds / 1000 if seconds else 0.0
+
+    def downlink_kbps(self) -> float:
+        """Frame messages (header included) per second of stream, in kbit/s."""
+        seconds = len(self.frames) / FRAME_RATE
+        return 8 * sum(8 + len(f.data) for f in self.frames) / seconds / 1000 if seconds else 0.0
 
     def stats(self) -> dict:
         latencies = self.latencies_ms()
@@ -63,7 +75,8 @@ class StreamResult:
                 "p99": pct(99),
                 "max": float(latencies.max()) if latencies.size else None,
             },
-            "chunk_ms": 1000 * self.chunk_samples / self.sample_rate,
+            "chunk_ms": 1000 * self.chunk_seconds,
+            "audio_kbps": self.audio_kbps(),
             "server_stage_ms": self.server_stage_ms,
         }
 
@@ -92,20 +105,45 @@ def upload_portrait(ws_url: str, image: bytes) -> str:
         raise StreamError(f"portrait refused: {detail.get('message', exc)}") from None
 
 
+@dataclass
+class Uplink:
+    """The audio as the client sends it: ``start.audio`` and the binary messages, each
+    ``chunk_seconds`` of audio."""
+
+    audio: dict
+    chunks: list[bytes]
+    chunk_seconds: float
+
+    @classmethod
+    def pcm(cls, samples: np.ndarray, sample_rate: int, chunk_ms: int = CHUNK_MS) -> "Uplink":
+        n = sample_rate * chunk_ms // 1000
+        pcm = pcm_s16le(samples)
+        return cls(
+            {"encoding": "pcm_s16le", "sample_rate": sample_rate, "channels": 1},
+            [pcm[i : i + 2 * n] for i in range(0, len(pcm), 2 * n)],
+            n / sample_rate,
+        )
+
+    @classmethod
+    def opus(cls, samples: np.ndarray, sample_rate: int, bitrate: int) -> "Uplink":
+        """Opus packets of 20 ms, as WebCodecs' AudioEncoder sends them."""
+        packets, pre_skip = opus_packets(samples, sample_rate, bitrate)
+        audio = {"encoding": "opus", "container": "packets", "pre_skip": pre_skip}
+        return cls(audio, packets, PACKET_MS / 1000)
+
+
 async def stream_audio(
     url: str,
-    samples: np.ndarray,
-    sample_rate: int,
+    uplink: Uplink,
     avatar_id: str = "default",
     realtime: bool = False,
-    chunk_ms: int = CHUNK_MS,
     controls: dict | None = None,
     seed: int = 0,
+    output: str = "video",
 ) -> StreamResult:
-    """Stream float samples as PCM chunks; with ``realtime`` pace them like a microphone."""
-    chunk_samples = sample_rate * chunk_ms // 1000
-    pcm = pcm_s16le(samples)
-    chunks = [pcm[i : i + 2 * chunk_samples] for i in range(0, len(pcm), 2 * chunk_samples)]
+    """Stream the uplink's chunks; with ``realtime`` pace them like a microphone. ``output``
+    "keypoints" asks for a keypoint stream (see ``spacelive.client.keypoints``)."""
+    chunks, chunk_seconds = uplink.chunks, uplink.chunk_seconds
     send_times: list[float] = []
     recv_times: dict[int, float] = {}
     frames: list[EncodedFrame] = []
@@ -116,7 +154,8 @@ async def stream_audio(
             "type": "start",
             "avatar_id": avatar_id,
             "seed": seed,
-            "audio": {"encoding": "pcm_s16le", "sample_rate": sample_rate, "channels": 1},
+            "audio": uplink.audio,
+            "output": output,
         }
         if controls:
             start["controls"] = controls
@@ -129,7 +168,7 @@ async def stream_audio(
             t0 = time.perf_counter()
             for i, chunk in enumerate(chunks):
                 if realtime:  # a microphone hands over a chunk when its last sample exists
-                    delay = t0 + (i + 1) * chunk_ms / 1000 - time.perf_counter()
+                    delay = t0 + (i + 1) * chunk_seconds - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)
                 await ws.send(chunk)
@@ -140,9 +179,9 @@ async def stream_audio(
             async for message in ws:
                 now = time.perf_counter()
                 if isinstance(message, bytes):
-                    index, keyframe, data = parse_video_message(message)
-                    recv_times[index] = now
-                    frames.append(EncodedFrame(index, keyframe, data))
+                    frame = parse_frame_message(message)
+                    recv_times[frame.frame_index] = now
+                    frames.append(frame)
                     continue
                 event = json.loads(message)
                 if event["type"] == "error":
@@ -163,8 +202,9 @@ async def stream_audio(
         expected_frames=int(done["frames"]),
         chunk_send_times=send_times,
         frame_recv_times=recv_times,
-        chunk_samples=chunk_samples,
-        sample_rate=sample_rate,
+        chunk_seconds=chunk_seconds,
+        audio_bytes=sum(len(c) for c in chunks),
+        ready=ready,
         server_stage_ms=done.get("stage_ms", {}),
     )
 
@@ -178,12 +218,16 @@ def run_stream(
     stats_path: Path | None = None,
     controls: dict | None = None,
     seed: int = 0,
+    opus_bitrate: int | None = None,
 ) -> dict:
-    """The `spacelive stream` command: returns the stats it also writes."""
+    """The `spacelive stream` command: returns the stats it also writes. ``opus_bitrate``
+    (bits/s) sends Opus packets instead of PCM."""
     samples, rate = read_audio(audio_path)
     avatar_id = upload_portrait(url, Path(image).read_bytes()) if image else "default"
+    opus = bool(opus_bitrate)
+    uplink = Uplink.opus(samples, rate, opus_bitrate or 0) if opus else Uplink.pcm(samples, rate)
     result = asyncio.run(
-        stream_audio(url, samples, rate, avatar_id, realtime, controls=controls, seed=seed)
+        stream_audio(url, uplink, avatar_id, realtime, controls=controls, seed=seed)
     )
     write_mp4(Path(out), result.frames, samples, rate)
     stats = result.stats()

@@ -54,20 +54,27 @@ class Landmarks2Latents(nn.Module):
         teacher: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """audio (B, T, C), posed landmarks (B, T, 110, 3), kp_source (B, 478, 3),
-        emotion (B, T, 8), teacher: optional (B, T, 478, 3) -> keypoints (B, T, 478, 3)."""
+        emotion (B, T, 8), teacher: optional (B, T, 478, 3) -> keypoints (B, T, 478, 3).
+
+        The same arithmetic as stepping ``Landmarks2LatentsStep`` (tested), arranged for
+        training: what does not depend on the previous keypoints runs for all frames at once;
+        given the teacher's previous keypoints, so does the LSTM."""
         batch, frames = audio.shape[:2]
-        h = c = None
-        previous = kp_source
+        source = kp_source[:, None].expand(-1, frames, -1, -1)
+        a, lm, src = self._codes(audio, landmarks, source, emotion)
+        h, c = self.initial_state(torch.cat([lm[:, 0], a[:, 0], src[:, 0]], dim=-1))
+        if teacher is not None:
+            previous = torch.cat([kp_source[:, None], teacher[:, :-1]], dim=1)
+            x = torch.cat([a, lm, src, self.previous(previous.flatten(-2))], dim=-1)
+            out, _ = self.lstm(x, (h, c))
+            return source + self.head(out).reshape(batch, frames, MESH_POINTS, 3)
+        kp = kp_source
         outputs = []
         for t in range(frames):
-            a, lm, src = self._codes(audio[:, t], landmarks[:, t], kp_source, emotion[:, t])
-            if t == 0:
-                h, c = self.initial_state(torch.cat([lm, a, src], dim=-1))
-            x = torch.cat([a, lm, src, self.previous(previous.flatten(-2))], dim=-1)
+            x = torch.cat([a[:, t], lm[:, t], src[:, t], self.previous(kp.flatten(-2))], dim=-1)
             out, h, c = lstm_step(self.lstm, x, h, c)
             kp = kp_source + self.head(out).reshape(batch, MESH_POINTS, 3)
             outputs.append(kp)
-            previous = teacher[:, t] if teacher is not None else kp
         return torch.stack(outputs, dim=1)
 
 

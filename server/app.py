@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from spacelive import __version__
 from spacelive.engine import DEFAULT_PORTRAIT, Engine, EngineConfig
@@ -19,6 +20,9 @@ from spacelive.server.avatars import AvatarStore
 from spacelive.server.stream import StreamHandler
 
 log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+"""The web page (no build step: plain HTML, CSS and ES modules)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +61,18 @@ def create_app(config: ServerConfig = ServerConfig()) -> FastAPI:
         lifespan=lifespan,
     )
 
-    @app.get("/")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", response_class=FileResponse, include_in_schema=False)
+    async def page() -> FileResponse:
+        """The web page: microphone in, the portrait speaking out."""
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/v1")
     async def index() -> dict:
-        """Where things are, for someone who opens the server's address."""
+        """Where things are, for a program that opens the server's address."""
         return {
+            "page": "/",
             "service": "spacelive",
             "version": __version__,
             "stream": "/v1/stream (websocket; protocol in docs/protocol.md)",

@@ -37,7 +37,8 @@ class AvatarStore:
         return avatar, False
 
     def get(self, avatar_id: str) -> Avatar | None:
-        if avatar_id == DEFAULT_AVATAR:
+        """By id; ``default`` and the default portrait's own id are the bundled portrait."""
+        if avatar_id in (DEFAULT_AVATAR, self.default.avatar_id):
             return self.default
         with self._lock:
             avatar = self._avatars.get(avatar_id)

@@ -22,13 +22,16 @@ from pydantic import (
 
 from spacelive import FRAME_RATE, FRAME_SIZE
 from spacelive.audio import SUPPORTED_SAMPLE_RATES
+from spacelive.audio_input import OPUS_RATE, AudioSpec
 from spacelive.controls import (
     DEFAULT_BLINKS_PER_MINUTE,
     MAX_BLINKS_PER_MINUTE,
     MAX_MOUTH_SCALE,
     ControlUpdate,
 )
+from spacelive.face import Avatar
 from spacelive.gaze import MAX_GAZE, MAX_TRAJECTORY_POINTS, GazeTrajectory
+from spacelive.keypoints import MotionBasis, rig_json
 from spacelive.landmarks import EMOTIONS
 from spacelive.pose import (
     MAX_TRACK_FRAMES,
@@ -37,6 +40,7 @@ from spacelive.pose import (
     PoseTrack,
     PoseTrackError,
 )
+from spacelive.video import EncodedFrame
 
 PROTOCOL_VERSION: Literal[1] = 1
 MAX_AUDIO_MESSAGE_BYTES = 1 << 20
@@ -44,9 +48,10 @@ MAX_TEXT_MESSAGE_BYTES = 15 << 20  # room for a base64 portrait inline in `start
 MAX_INLINE_PORTRAIT_BYTES = 10 << 20
 WEBSOCKET_MAX_BYTES = 16 << 20  # larger frames are refused by the websocket layer (close 1009)
 
-VIDEO_HEADER = struct.Struct("<BBHI")
-"""Binary server message header: kind (1 = video), flags (bit 0 keyframe), reserved, frame index."""
-KIND_VIDEO = 1
+FRAME_HEADER = struct.Struct("<BBHI")
+"""Binary server message header: kind (1 video, 2 keypoints), flags (bit 0: keyframe), reserved,
+frame index."""
+KINDS = (1, 2)
 FLAG_KEYFRAME = 1
 
 
@@ -64,19 +69,46 @@ class _Strict(BaseModel):
 
 
 class AudioFormat(_Strict):
-    encoding: Literal["pcm_s16le"] = "pcm_s16le"
-    sample_rate: int = 16_000
-    channels: Literal[1] = 1
+    encoding: Literal["pcm_s16le", "opus"] = "pcm_s16le"
+    sample_rate: int | None = Field(default=None, description="PCM: 16000; Opus: 48000")
+    channels: Literal[1, 2] = 1
+    container: Literal["packets", "ogg"] | None = Field(
+        default=None, description="Opus only: one packet per message, or an Ogg Opus stream"
+    )
+    pre_skip: int | None = Field(
+        default=None, ge=0, le=OPUS_RATE, description="Opus packets only: encoder delay, 48 kHz"
+    )
 
     @field_validator("sample_rate")
     @classmethod
-    def _supported(cls, rate: int) -> int:
-        if rate not in SUPPORTED_SAMPLE_RATES:
-            raise ValueError(
-                f"sample_rate {rate} is not supported; send one of "
-                f"{', '.join(map(str, SUPPORTED_SAMPLE_RATES))} Hz"
-            )
+    def _supported(cls, rate: int | None) -> int | None:
+        if rate is not None and rate not in SUPPORTED_SAMPLE_RATES:
+            raise ValueError(f"sample_rate {rate} is not supported")
         return rate
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AudioFormat":
+        if self.encoding == "pcm_s16le":
+            if self.channels != 1:
+                raise ValueError("PCM audio must be mono (channels 1)")
+            if self.container is not None or self.pre_skip is not None:
+                raise ValueError("container and pre_skip are for Opus audio only")
+        else:
+            if self.sample_rate not in (None, OPUS_RATE):
+                raise ValueError(
+                    f"Opus is decoded at {OPUS_RATE} Hz: declare sample_rate {OPUS_RATE} or leave "
+                    "it out (the rate the microphone recorded at does not matter)"
+                )
+            if self.container == "ogg" and self.pre_skip is not None:
+                raise ValueError("an Ogg Opus stream gives its pre-skip in OpusHead; leave it out")
+        return self
+
+    def spec(self) -> AudioSpec:
+        if self.encoding == "pcm_s16le":
+            return AudioSpec("pcm_s16le", self.sample_rate or 16_000)
+        return AudioSpec(
+            "opus", OPUS_RATE, self.channels, self.container or "packets", self.pre_skip or 0
+        )
 
 
 _Angle = Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False)]
@@ -246,6 +278,7 @@ class Start(_Strict):
     audio: AudioFormat = AudioFormat()
     controls: Controls = Controls()
     seed: int = Field(default=0, ge=0, lt=2**63)
+    output: Literal["video", "keypoints"] = "video"
 
     def portrait_bytes(self) -> bytes | None:
         if self.portrait is None:
@@ -314,30 +347,40 @@ def parse_client_text(text: str) -> Start | Control | End:
         ) from None
 
 
-def video_message(frame_index: int, keyframe: bool, access_unit: bytes) -> bytes:
-    """Binary server message: 8-byte header + H.264 Annex B access unit."""
-    flags = FLAG_KEYFRAME if keyframe else 0
-    return VIDEO_HEADER.pack(KIND_VIDEO, flags, 0, frame_index) + access_unit
+def frame_message(frame: EncodedFrame) -> bytes:
+    """Binary server message: 8-byte header + an H.264 Annex B access unit (kind 1) or a
+    keypoint frame (kind 2)."""
+    flags = FLAG_KEYFRAME if frame.keyframe else 0
+    return FRAME_HEADER.pack(frame.kind, flags, 0, frame.frame_index) + frame.data
 
 
-def parse_video_message(message: bytes) -> tuple[int, bool, bytes]:
-    """Inverse of video_message: (frame_index, keyframe, access_unit)."""
-    if len(message) < VIDEO_HEADER.size:
+def parse_frame_message(message: bytes) -> EncodedFrame:
+    """Inverse of frame_message."""
+    if len(message) < FRAME_HEADER.size:
         raise ProtocolError(
             "short_message", f"binary message of {len(message)} bytes has no header"
         )
-    kind, flags, _, frame_index = VIDEO_HEADER.unpack_from(message)
-    if kind != KIND_VIDEO:
+    kind, flags, _, frame_index = FRAME_HEADER.unpack_from(message)
+    if kind not in KINDS:
         raise ProtocolError("unknown_binary_kind", f"unknown binary message kind {kind}")
-    return frame_index, bool(flags & FLAG_KEYFRAME), message[VIDEO_HEADER.size :]
+    return EncodedFrame(
+        frame_index, bool(flags & FLAG_KEYFRAME), message[FRAME_HEADER.size :], kind=kind
+    )
 
 
-def ready_event(session_id: str, avatar_id: str, sample_rate: int, lookahead_frames: int) -> dict:
-    return {
+def ready_event(
+    session_id: str,
+    avatar: Avatar,
+    audio: AudioSpec,
+    lookahead_frames: int,
+    basis: MotionBasis | None = None,
+) -> dict:
+    """``basis``: the keypoint stream's (output "keypoints"); None for video."""
+    event = {
         "type": "ready",
         "version": PROTOCOL_VERSION,
         "session_id": session_id,
-        "avatar_id": avatar_id,
+        "avatar_id": avatar.avatar_id,
         "video": {
             "codec": "h264",
             "codec_string": "avc1.42E01F",
@@ -346,9 +389,26 @@ def ready_event(session_id: str, avatar_id: str, sample_rate: int, lookahead_fra
             "height": FRAME_SIZE,
             "frame_rate": FRAME_RATE,
         },
-        "audio": {"encoding": "pcm_s16le", "sample_rate": sample_rate, "channels": 1},
+        "audio": _audio_fields(audio),
         "lookahead_frames": lookahead_frames,
+        "output": "video" if basis is None else "keypoints",
     }
+    if basis is not None:
+        event["keypoints"] = {"rig": rig_json(avatar), "basis": basis.to_json()}
+    return event
+
+
+def _audio_fields(audio: AudioSpec) -> dict:
+    fields: dict[str, str | int] = {
+        "encoding": audio.encoding,
+        "sample_rate": audio.sample_rate,
+        "channels": audio.channels,
+    }
+    if audio.encoding == "opus":
+        fields["container"] = audio.container
+        if audio.container == "packets":
+            fields["pre_skip"] = audio.pre_skip
+    return fields
 
 
 def error_event(code: str, message: str) -> dict:

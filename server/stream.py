@@ -24,9 +24,9 @@ from spacelive.server.protocol import (
     ProtocolError,
     Start,
     error_event,
+    frame_message,
     parse_client_text,
     ready_event,
-    video_message,
 )
 from spacelive.session import InputError, StreamSession
 from spacelive.video import EncodedFrame
@@ -141,9 +141,10 @@ class _Connection:
             self.session = await self._work(
                 handler.engine.open_session,
                 avatar,
-                start.audio.sample_rate,
+                start.audio.spec(),
                 start.controls.update(),
                 start.seed,
+                start.output,
             )
         except ValueError as exc:  # controls the session refuses (a pose mode without track)
             if isinstance(exc, (ProtocolError, InputError)):
@@ -153,9 +154,10 @@ class _Connection:
         await self.ws.send_json(
             ready_event(
                 self.session_id,
-                avatar.avatar_id,
-                start.audio.sample_rate,
+                avatar,
+                start.audio.spec(),
                 handler.engine.motion.lookahead,
+                handler.engine.motion.stages.motion_basis if start.output == "keypoints" else None,
             )
         )
 
@@ -199,7 +201,7 @@ class _Connection:
 
     async def _send_frames(self, session: StreamSession, frames: list[EncodedFrame]) -> None:
         for frame in frames:
-            await self.ws.send_bytes(video_message(frame.frame_index, frame.keyframe, frame.data))
+            await self.ws.send_bytes(frame_message(frame))
         if session.frames_produced - self._last_stats >= STATS_EVERY_FRAMES:
             self._last_stats = session.frames_produced
             elapsed = time.monotonic() - self._started_at

@@ -73,6 +73,7 @@ def _cmd_stream(args) -> int:
         stats_path=Path(args.stats) if args.stats else None,
         controls=_controls(**vars(args)).model_dump(exclude_none=True, exclude_defaults=True),
         seed=args.seed,
+        opus_bitrate=args.opus,
     )
     print(json.dumps(stats, indent=2))
     return 0
@@ -202,9 +203,56 @@ def _cmd_train_posegen(args) -> int:
         "kl_weight",
         "free_nats",
         "self_feed",
+        "prior_weight",
     )
     given = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
     config = PoseTrainConfig(width=stages.manifest["width"], **given)
+    init = Path(args.init_from) if args.init_from else None
+    summary = train(Path(args.data), stages, Path(args.out), config, init_from=init)
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_client_render_keypoints(args) -> int:
+    from spacelive.client.keypoints import render_keypoint_stream
+
+    stats = render_keypoint_stream(
+        args.url,
+        Path(args.audio),
+        Path(args.output),
+        Path(args.image) if args.image else None,
+        realtime=args.realtime,
+        stats_path=Path(args.stats) if args.stats else None,
+        controls=_controls(**vars(args)).model_dump(exclude_none=True, exclude_defaults=True),
+        seed=args.seed,
+    )
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+def _cmd_train_basis(args) -> int:
+    from spacelive.engine import Engine, EngineConfig
+    from spacelive.face import FaceAnalyzer
+    from spacelive.render_checks import standard_portraits
+    from spacelive.training.motion_basis import corpus_mfccs, fit_basis
+
+    motion = Engine(EngineConfig(models=Path(args.models))).motion
+    analyzer = FaceAnalyzer()
+    avatars = [analyzer.analyze(data) for data in standard_portraits().values()]
+    mfccs = corpus_mfccs(Path(args.data), args.utterances)
+    summary = fit_basis(motion, avatars, mfccs, Path(args.models), args.components)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_train_l2l(args) -> int:
+    from spacelive.runners import load_stages
+    from spacelive.training.train_l2l import L2LTrainConfig, train
+
+    stages = load_stages(Path(args.models))
+    options = ("steps", "batch", "seed", "lr_peak", "warmup", "window", "self_feed")
+    given = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
+    config = L2LTrainConfig(width=stages.manifest["width"], **given)
     init = Path(args.init_from) if args.init_from else None
     summary = train(Path(args.data), stages, Path(args.out), config, init_from=init)
     print(json.dumps(summary))
@@ -440,8 +488,25 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("-o", "--output", required=True, help="MP4 to write")
     stream.add_argument("--realtime", action="store_true", help="pace 20 ms chunks in real time")
     stream.add_argument("--stats", help="write latency/fps statistics JSON here")
+    stream.add_argument(
+        "--opus", type=int, metavar="BITS_PER_S", help="send Opus packets at this bitrate, not PCM"
+    )
     _add_control_options(stream)
     stream.set_defaults(run=_cmd_stream)
+
+    client = sub.add_parser("client", help="reference clients")
+    client_sub = client.add_subparsers(dest="client", required=True)
+    keypoints = client_sub.add_parser(
+        "render-keypoints", help="stream a WAV in keypoint mode and render the video locally"
+    )
+    keypoints.add_argument("url", help="websocket address, e.g. ws://127.0.0.1:8000/v1/stream")
+    keypoints.add_argument("--image", help="portrait (default: the server's default avatar)")
+    keypoints.add_argument("--audio", required=True)
+    keypoints.add_argument("-o", "--output", required=True, help="MP4 to write")
+    keypoints.add_argument("--realtime", action="store_true", help="pace audio in real time")
+    keypoints.add_argument("--stats", help="write bitrate/latency statistics JSON here")
+    _add_control_options(keypoints)
+    keypoints.set_defaults(run=_cmd_client_render_keypoints)
 
     render = sub.add_parser("render", help="render offline, without a server")
     render.add_argument("image")
@@ -497,8 +562,39 @@ def build_parser() -> argparse.ArgumentParser:
     posegen.add_argument(
         "--self-feed", type=float, help="share of batches fed the decoder's own previous poses"
     )
+    posegen.add_argument(
+        "--prior-weight", type=float, help="weight of the prior-sample motion statistics loss"
+    )
     posegen.add_argument("--init-from", help="start from this checkpoint's weights (fine-tune)")
     posegen.set_defaults(run=_cmd_train_posegen)
+    basis = train_sub.add_parser(
+        "basis", help="fit the keypoint stream's motion basis to a model directory's S2L"
+    )
+    basis.add_argument("--data", required=True, help="corpus folder from `spacelive data synth`")
+    basis.add_argument("--models", default=str(DEFAULT_MODELS), help="model directory (written)")
+    basis.add_argument("--utterances", type=int, default=80)
+    basis.add_argument("--components", type=int, default=40)
+    basis.set_defaults(run=_cmd_train_basis)
+    l2l = train_sub.add_parser(
+        "l2l", help="Landmarks2Latents on a synthetic corpus, hearing a trained encoder"
+    )
+    l2l.add_argument("--data", required=True, help="corpus folder from `spacelive data synth`")
+    l2l.add_argument(
+        "--models", default=str(DEFAULT_MODELS), help="model directory whose audio encoder to hear"
+    )
+    l2l.add_argument("--out", default="runs/l2l", help="checkpoints, log.csv, loss.png")
+    # Defaults (None) are L2LTrainConfig's.
+    l2l.add_argument("--steps", type=int)
+    l2l.add_argument("--batch", type=int)
+    l2l.add_argument("--seed", type=int)
+    l2l.add_argument("--lr-peak", type=float)
+    l2l.add_argument("--warmup", type=int, help="learning-rate warm-up steps")
+    l2l.add_argument("--window", type=int, help="frames per training sequence")
+    l2l.add_argument(
+        "--self-feed", type=float, help="share of batches run on the model's own keypoints"
+    )
+    l2l.add_argument("--init-from", help="start from this checkpoint's weights (fine-tune)")
+    l2l.set_defaults(run=_cmd_train_l2l)
 
     teach = sub.add_parser("teach", help="phoneme alignment -> per-frame landmark targets")
     teach.add_argument("--alignment", required=True)

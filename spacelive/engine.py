@@ -5,6 +5,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from spacelive.audio_input import AudioSpec
 from spacelive.controls import ControlUpdate
 from spacelive.face import Avatar
 from spacelive.motion import MotionModel
@@ -46,10 +47,12 @@ class Engine:
     def open_session(
         self,
         avatar: Avatar,
-        sample_rate: int,
+        audio: AudioSpec,
         controls: ControlUpdate | None = None,
         seed: int = 0,
+        output: str = "video",
     ) -> StreamSession:
-        """A new stream on ``avatar`` with audio at ``sample_rate``; ``seed`` fixes the
-        generated motion (head pose, blinks)."""
-        return StreamSession(self.motion, self.renderer, avatar, sample_rate, controls, seed)
+        """A new stream on ``avatar`` with ``audio`` as declared (``AudioSpec()``: 16 kHz
+        PCM); ``seed`` fixes the generated motion (head pose, blinks); ``output``: "video" or
+        "keypoints"."""
+        return StreamSession(self.motion, self.renderer, avatar, audio, controls, seed, output)

@@ -34,10 +34,12 @@ class FrameMotion:
     """Everything the renderer (or a keypoint receiver) needs for one frame."""
 
     frame_index: int
-    landmarks: np.ndarray  # (110, 3) float32, normalized (S2L output + the portrait's rest)
+    landmarks: np.ndarray  # (110, 3) float32, normalized: the portrait's rest + speech, eyes posed
     pose: np.ndarray  # (6,) float32: yaw, pitch, roll (rad), tx, ty, tz; offset from portrait
     # (the pose mode's: PoseGen's in mode generated)
     keypoints: np.ndarray  # (478, 3) float32, crop coordinates [-1, 1]
+    expression: np.ndarray  # (478, 3) float32: the keypoints unposed to the face's frontal
+    # frame (normalized), minus the portrait's own: all but the head's pose
 
 
 @dataclass(slots=True)
@@ -59,6 +61,7 @@ class MotionState:
     l2l_h: np.ndarray  # (2, 1, H)
     l2l_c: np.ndarray
     keypoints: np.ndarray  # (1, 478, 3) previous L2L output
+    frontal_source: np.ndarray  # (478, 3) the portrait's mesh in its frontal frame
     transfer: DenseTransfer | None = None  # stands in for an untrained L2L
     mfcc_index: int = 0  # the next MFCC frame the encoder consumes
     frame_count: np.int64 = field(default=OPEN_ENDED)  # known once the stream ends
@@ -101,15 +104,13 @@ class MotionModel:
             l2l_h=np.zeros(st.input_shape("l2l", "h", 1), np.float32),
             l2l_c=np.zeros(st.input_shape("l2l", "c", 1), np.float32),
             keypoints=avatar.kp_source[None].astype(np.float32),
+            frontal_source=frontal_mesh(avatar),
             transfer=self._transfer(avatar) if self.l2l_placeholder else None,
         )
 
     @staticmethod
     def _transfer(avatar: Avatar) -> DenseTransfer:
-        """Expression transfer in the face's frontal frame: the head's pose is then applied
-        to all 478 points rigidly, as the rig does, not carried by the sparse landmarks."""
-        frontal = normalize_landmarks(avatar.kp_source, avatar.pose)
-        return DenseTransfer(frontal, avatar.landmarks0, frontal[:, :2])
+        return frontal_transfer(avatar)
 
     def run(self, state: MotionState, mfcc: np.ndarray) -> list[FrameMotion]:
         """A whole known stream at once: every frame of mfcc (T, 40), lookahead flushed."""
@@ -188,12 +189,6 @@ class MotionModel:
             }
         )
         clock.lap("s2l")
-        angles = head[:, :3].astype(np.float64)
-        rotation = rotation_from_angles(angles[:, 0], angles[:, 1], angles[:, 2]) @ np.stack(
-            [s.avatar.pose.rotation for s in rows]
-        )
-        translation = np.stack([s.avatar.pose.translation for s in rows]) + head[:, 3:]
-        scale = np.array([s.avatar.pose.scale for s in rows])[:, None, None]
         speech = s2l["landmarks"] - np.concatenate([s.speech_rest for s in rows])
         mouth_scale = np.array([c.mouth_scale for c in now], np.float32)[:, None, None]
         speech[:, MOUTH_AND_JAW] *= mouth_scale  # the mouth-scale control; 1 keeps S2L's
@@ -201,12 +196,13 @@ class MotionModel:
         for j, c in enumerate(now):  # blinks and gaze, on the face before it is posed
             if c.closure > 0 or c.gaze.any():
                 spoken[j] = pose_eyes(spoken[j], c.closure, c.gaze)
-        posed = pose_landmarks(spoken, rotation, translation, scale)
+        head_pose = head_poses([s.avatar for s in rows], head)
+        posed = pose_landmarks(spoken, *head_pose)
         if self.l2l_placeholder:
             frontal = np.concatenate(
                 [_transfer_of(s).apply(spoken[j : j + 1]) for j, s in enumerate(rows)]
             )
-            keypoints = pose_landmarks(frontal, rotation, translation, scale)
+            keypoints = pose_landmarks(frontal, *head_pose)
             l2l = {
                 "kp": keypoints,
                 "new_h": np.concatenate([s.l2l_h for s in rows], axis=1),
@@ -226,6 +222,8 @@ class MotionModel:
                 }
             )
         clock.lap("l2l")
+        if not self.l2l_placeholder:
+            frontal = unpose_landmarks(l2l["kp"], *head_pose)
         for j, i in enumerate(due):
             s = states[i]
             s.landmarks = s2l["landmarks"][j : j + 1]
@@ -239,8 +237,40 @@ class MotionModel:
                 landmarks=spoken[j],
                 pose=head[j],
                 keypoints=s.keypoints[0],
+                expression=frontal[j] - s.frontal_source,
             )
         return results
+
+
+def frontal_mesh(avatar: Avatar) -> np.ndarray:
+    """(478, 3) the portrait's mesh in its face's frontal frame (normalized, ears 2 apart)."""
+    return normalize_landmarks(avatar.kp_source, avatar.pose)
+
+
+def frontal_transfer(avatar: Avatar) -> DenseTransfer:
+    """Expression transfer in the face's frontal frame: the head's pose is then applied to
+    all 478 points rigidly, as the rig does, not carried by the sparse landmarks."""
+    frontal = frontal_mesh(avatar)
+    return DenseTransfer(frontal, avatar.landmarks0, frontal[:, :2])
+
+
+def head_poses(avatars: list[Avatar], head: np.ndarray):
+    """Per row, (rotation (B, 3, 3), translation (B, 3), scale (B, 1, 1)) of the portraits'
+    poses moved by ``head`` (B, 6) offsets: yaw, pitch, roll (rad), x, y, z (crop units)."""
+    angles = head[:, :3].astype(np.float64)
+    rotation = rotation_from_angles(angles[:, 0], angles[:, 1], angles[:, 2]) @ np.stack(
+        [a.pose.rotation for a in avatars]
+    )
+    translation = np.stack([a.pose.translation for a in avatars]) + head[:, 3:]
+    scale = np.array([a.pose.scale for a in avatars])[:, None, None]
+    return rotation, translation, scale
+
+
+def unpose_landmarks(
+    points: np.ndarray, rotation: np.ndarray, translation: np.ndarray, scale: np.ndarray
+) -> np.ndarray:
+    """Inverse of ``pose_landmarks``: crop coordinates (B, N, 3) -> normalized frontal."""
+    return ((points - translation[:, None, :]) @ rotation / scale).astype(np.float32)
 
 
 class _Clock:

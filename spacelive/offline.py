@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from spacelive.audio import pcm_s16le, read_audio
+from spacelive.audio_input import AudioSpec
 from spacelive.controls import ControlUpdate
 from spacelive.engine import Engine
 from spacelive.face import FaceAnalyzer
@@ -23,7 +24,7 @@ def render_frames(
 ) -> list[EncodedFrame]:
     """Portrait bytes + mono float audio -> the encoded frames a stream would receive."""
     avatar = FaceAnalyzer().analyze(image)
-    session = engine.open_session(avatar, sample_rate, controls, seed)
+    session = engine.open_session(avatar, AudioSpec(sample_rate=sample_rate), controls, seed)
     try:
         pcm = pcm_s16le(samples)
         step = 2 * int(sample_rate * FEED_SECONDS)

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from spacelive.keypoints import BASIS_FILE, MotionBasis
+
 log = logging.getLogger(__name__)
 
 BACKEND_PROVIDERS = {
@@ -66,6 +68,7 @@ class StageSet:
     posegen: StageRunner
     l2l: StageRunner
     manifest: dict
+    motion_basis: MotionBasis | None = None  # the keypoint stream's, fitted to this S2L
 
     def input_shape(self, stage: str, name: str, batch: int) -> tuple[int, ...]:
         """Shape of an input of ``stage`` for ``batch`` rows, from the manifest."""
@@ -95,4 +98,6 @@ def load_stages(model_dir: Path, backend: str = "cpu", threads: int = 1) -> Stag
             raise ModelError(f"{path} is missing (listed in {manifest_path})")
         runners[stage] = StageRunner(path, backend, threads)
     log.info("loaded %s-width stages from %s on %s", manifest.get("width"), model_dir, backend)
-    return StageSet(**runners, manifest=manifest)
+    basis_path = model_dir / BASIS_FILE
+    basis = MotionBasis.load(basis_path) if basis_path.is_file() else None
+    return StageSet(**runners, manifest=manifest, motion_basis=basis)

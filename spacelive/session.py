@@ -1,8 +1,9 @@
 """A streaming session: open -> feed -> ... -> flush -> close.
 
-PCM s16le mono in, one H.264 access unit per frame out. The session owns all of its state
-(resampler, MFCC buffer, recurrent state, encoder), so sessions never share anything
-mutable; the engine's runners and renderer are stateless and shared.
+Audio in (PCM or Opus: ``spacelive.audio_input``), one H.264 access unit per frame out.
+The session owns all of its state (decoder, resampler, MFCC buffer, recurrent state,
+encoder), so sessions never share anything mutable; the engine's runners and renderer are
+stateless and shared.
 """
 
 import logging
@@ -11,8 +12,10 @@ import time
 import numpy as np
 
 from spacelive.audio import N_MFCC, MfccStreamer, Resampler, frame_count
+from spacelive.audio_input import AudioInputError, AudioSpec, open_input
 from spacelive.controls import ControlUpdate
 from spacelive.face import Avatar, crop_to_pixels
+from spacelive.keypoints import BASIS_FILE, FLAG_ABSOLUTE, KeypointEncoder
 from spacelive.motion import FrameMotion, MotionModel
 from spacelive.renderer import Renderer
 from spacelive.timing import StageTimes
@@ -38,22 +41,43 @@ class StreamSession:
         motion: MotionModel,
         renderer: Renderer,
         avatar: Avatar,
-        sample_rate: int,
+        audio: AudioSpec,
         controls: ControlUpdate | None = None,
         seed: int = 0,
+        output: str = "video",
     ):
+        """output: "video" (H.264 frames) or "keypoints" (the motion, for a receiver that
+        renders; needs the model directory's motion basis)."""
         try:
-            self._resampler = Resampler(sample_rate)
+            self._input = open_input(audio)
+        except AudioInputError as exc:
+            raise InputError(exc.code, exc.message) from None
+        try:
+            self._resampler = Resampler(self._input.sample_rate)
         except ValueError as exc:
             raise InputError("unsupported_sample_rate", str(exc)) from None
-        self.sample_rate = sample_rate
+        self.sample_rate = self._input.sample_rate
         self.avatar = avatar
         self._motion = motion
         self._renderer = renderer
-        self._render_source = renderer.prepare(avatar.image, avatar.mesh_px)
+        self.output = output
+        self._keypoints: KeypointEncoder | None = None
+        self._encoder: H264Encoder | None = None
+        if output == "keypoints":
+            if motion.stages.motion_basis is None:
+                raise InputError(
+                    "keypoints_unavailable",
+                    f"the server's models have no {BASIS_FILE}; ask for output 'video' (fit "
+                    "one with `spacelive train basis`)",
+                )
+            self._keypoints = KeypointEncoder(motion.stages.motion_basis)
+        elif output == "video":
+            self._render_source = renderer.prepare(avatar.image, avatar.mesh_px)
+            self._encoder = H264Encoder()
+        else:
+            raise ValueError(f"unknown output {output!r}")
         self._mfcc = MfccStreamer()
         self._state = motion.new_state(avatar, controls, seed)
-        self._encoder = H264Encoder()
         self._closed = False
         self.samples_received = 0
         self.frames_produced = 0
@@ -64,21 +88,22 @@ class StreamSession:
     def closed(self) -> bool:
         return self._closed
 
-    def feed(self, pcm: bytes) -> list[EncodedFrame]:
-        """PCM s16le mono at the session's sample rate -> the frames that became due."""
+    def feed(self, data: bytes) -> list[EncodedFrame]:
+        """One audio message (as the session's AudioSpec says) -> the frames that became due."""
         self._check_open()
-        if len(pcm) % 2:
-            raise InputError(
-                "odd_pcm_length",
-                f"audio chunk of {len(pcm)} bytes is not a whole number of 16-bit samples; "
-                "send PCM s16le mono in chunks of an even number of bytes",
-            )
-        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-        self.samples_received += samples.size
         t0 = time.perf_counter()
+        samples = self._decode(self._input.decode, data)
+        self.samples_received += samples.size
         mfcc = self._mfcc.push(self._resampler.push(samples))
         self.times.add("mfcc", time.perf_counter() - t0)
         return self._advance(mfcc)
+
+    @staticmethod
+    def _decode(fn, *args) -> np.ndarray:
+        try:
+            return fn(*args)
+        except AudioInputError as exc:
+            raise InputError(exc.code, exc.message) from None
 
     def flush(self) -> list[EncodedFrame]:
         """End of stream: every remaining frame, up to ceil(duration * 30) in total."""
@@ -86,9 +111,12 @@ class StreamSession:
         if self.flushed:
             return []
         self.flushed = True
-        total = frame_count(self.samples_received, self.sample_rate)
         t0 = time.perf_counter()
-        tail = self._mfcc.push(self._resampler.finish())
+        held = self._decode(self._input.finish)
+        self.samples_received += held.size
+        total = frame_count(self.samples_received, self.sample_rate)
+        tail = self._mfcc.push(self._resampler.push(held))
+        tail = np.concatenate([tail, self._mfcc.push(self._resampler.finish())])
         rest = self._mfcc.finish(total)
         self.times.add("mfcc", time.perf_counter() - t0)
         frames = self._advance(np.concatenate([tail, rest]))
@@ -109,7 +137,8 @@ class StreamSession:
         """Release the encoder; the state goes with the session object. Idempotent."""
         if not self._closed:
             self._closed = True
-            self._encoder.close()
+            if self._encoder is not None:
+                self._encoder.close()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -126,6 +155,14 @@ class StreamSession:
     def _render(self, motion: FrameMotion) -> EncodedFrame:
         if motion.frame_index != self.frames_produced:
             raise RuntimeError(f"frame {motion.frame_index} out of order")
+        if self._keypoints is not None:
+            t0 = time.perf_counter()
+            flags, payload = self._keypoints.encode(motion)
+            self.times.add("encode", time.perf_counter() - t0)
+            self.times.frames += 1
+            self.frames_produced += 1
+            return EncodedFrame(motion.frame_index, bool(flags & FLAG_ABSOLUTE), payload, kind=2)
+        assert self._encoder is not None
         t0 = time.perf_counter()
         rgb = self._renderer.render(self._render_source, crop_to_pixels(motion.keypoints))
         t1 = time.perf_counter()

@@ -18,11 +18,14 @@ _START_CODE = b"\x00\x00\x00\x01"
 
 @dataclass(slots=True)
 class EncodedFrame:
-    """One H.264 access unit (Annex B byte stream) for frame ``frame_index``."""
+    """What a stream sends for frame ``frame_index``: kind 1, one H.264 access unit (Annex B
+    byte stream; ``keyframe``: an IDR); kind 2, a keypoint frame (``spacelive.keypoints``;
+    ``keyframe``: coded from zero)."""
 
     frame_index: int
     keyframe: bool
     data: bytes
+    kind: int = 1
 
 
 class H264Encoder:

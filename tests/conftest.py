@@ -55,10 +55,18 @@ def speechlike(seconds: float, sample_rate: int = 16_000, seed: int = 0) -> np.n
 def tiny_models(tmp_path_factory) -> Path:
     """Tiny-width stages with random weights (heads included), so outputs move."""
     pytest.importorskip("torch")
+    from spacelive.audio import offline_mfcc
     from spacelive.export.stages import build_stages, export_stages, randomize
+    from spacelive.training.motion_basis import fit_basis
 
     out = tmp_path_factory.mktemp("tiny_models")
     export_stages(randomize(build_stages("tiny", seed=11), seed=12, head_scale=0.2), out)
+    # The keypoint stream's basis, fitted to this S2L (few components: corrections carry
+    # the rest, as they would for any model the basis fits badly).
+    motion = Engine(EngineConfig(models=out)).motion
+    mfccs = [offline_mfcc(speechlike(3.0, seed=s)) for s in range(4)]
+    face = FaceAnalyzer().analyze(portrait_bytes("astronaut"))
+    fit_basis(motion, [face], mfccs, out, components=8)
     return out
 
 

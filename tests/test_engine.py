@@ -6,13 +6,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spacelive.audio import frame_count, pcm_s16le
+from spacelive.audio_input import AudioSpec
 from spacelive.session import InputError
 from tests.conftest import speechlike
 
 
 def run_session(engine, avatar, pcm: bytes, chunk_bytes: list[int], rate=16_000, seed=0):
     """The test harness: feed PCM in the given chunking, flush, return the frames."""
-    session = engine.open_session(avatar, rate, seed=seed)
+    session = engine.open_session(avatar, AudioSpec(sample_rate=rate), seed=seed)
     frames, i, sizes = [], 0, iter(chunk_bytes)
     while i < len(pcm):
         n = next(sizes, len(pcm))
@@ -67,7 +68,10 @@ def test_sessions_are_isolated(engine, avatar):
     alone_b = run_session(engine, avatar, pcm_b, [1280])
     assert [f.data for f in alone_a] != [f.data for f in alone_b]
 
-    a, b = engine.open_session(avatar, 16_000), engine.open_session(avatar, 16_000)
+    a, b = (
+        engine.open_session(avatar, AudioSpec()),
+        engine.open_session(avatar, AudioSpec()),
+    )
     got_a, got_b = [], []
     chunks_a = [pcm_a[i : i + 1280] for i in range(0, len(pcm_a), 1280)]
     chunks_b = [pcm_b[i : i + 640] for i in range(0, len(pcm_b), 640)]
@@ -105,7 +109,7 @@ def test_batched_step_equals_stepping_alone(engine, avatar):
 
 
 def test_odd_length_pcm_is_refused(engine, avatar):
-    session = engine.open_session(avatar, 16_000)
+    session = engine.open_session(avatar, AudioSpec())
     with pytest.raises(InputError, match="not a whole number of 16-bit samples"):
         session.feed(b"\x00\x01\x02")
     session.close()
@@ -114,7 +118,7 @@ def test_odd_length_pcm_is_refused(engine, avatar):
 
 def test_unsupported_rate_is_refused(engine, avatar):
     with pytest.raises(InputError) as info:
-        engine.open_session(avatar, 8_000)
+        engine.open_session(avatar, AudioSpec(sample_rate=8_000))
     assert info.value.code == "unsupported_sample_rate"
 
 
@@ -127,7 +131,7 @@ def test_untrained_l2l_is_bridged_by_the_landmark_transfer(tmp_path, avatar):
     export_stages(stages, tmp_path, placeholders=frozenset({"l2l"}))
     engine = Engine(EngineConfig(models=tmp_path))
     assert engine.motion.l2l_placeholder
-    session = engine.open_session(avatar, 16_000)
+    session = engine.open_session(avatar, AudioSpec())
     state = session._state
     assert state.transfer is not None
     # The transfer, in the face's frontal frame, moves sparse points exactly and the rest of

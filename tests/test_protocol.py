@@ -2,21 +2,28 @@
 
 import pytest
 
+from spacelive.audio_input import AudioSpec
 from spacelive.server.protocol import (
     Control,
     End,
     ProtocolError,
     Start,
+    frame_message,
     parse_client_text,
-    parse_video_message,
-    video_message,
+    parse_frame_message,
 )
+from spacelive.video import EncodedFrame
 
 
-def test_video_message_round_trip():
-    message = video_message(123_456, True, b"\x00\x00\x00\x01\x65abc")
+def test_frame_message_round_trip():
+    frame = EncodedFrame(123_456, True, b"\x00\x00\x00\x01\x65abc")
+    message = frame_message(frame)
     assert message[:8] == bytes([1, 1, 0, 0]) + (123_456).to_bytes(4, "little")
-    assert parse_video_message(message) == (123_456, True, b"\x00\x00\x00\x01\x65abc")
+    assert parse_frame_message(message) == frame
+    keypoints = EncodedFrame(7, False, b"\x01\x02", kind=2)
+    assert parse_frame_message(frame_message(keypoints)) == keypoints
+    with pytest.raises(ProtocolError, match="kind 9"):
+        parse_frame_message(bytes([9]) + bytes(7))
 
 
 def test_client_messages_parse():
@@ -34,6 +41,10 @@ def test_client_messages_parse():
     update = control.update()
     assert update.blink and update.gaze == (0.2, -0.1) and update.blinks_per_minute == 0
     assert update.emotion is None  # left out: unchanged
+    opus = parse_client_text('{"type": "start", "audio": {"encoding": "opus", "pre_skip": 312}}')
+    assert isinstance(opus, Start)
+    assert opus.audio.spec() == AudioSpec("opus", 48_000, 1, "packets", 312)
+    assert isinstance(start, Start) and start.audio.spec() == AudioSpec("pcm_s16le", 48_000)
 
 
 @pytest.mark.parametrize(
@@ -48,6 +59,18 @@ def test_client_messages_parse():
         ('{"type": "control", "emotion": {"happy": 3}}', "invalid_message", "less than or equal"),
         ('{"type": "start", "audio": {"encoding": "mp3"}}', "invalid_message", "pcm_s16le"),
         ('{"type": "control", "gaze": [2, 0]}', "invalid_message", "less than or equal"),
+        (
+            '{"type": "start", "audio": {"encoding": "opus", "sample_rate": 16000}}',
+            "invalid_message",
+            "declare sample_rate 48000",
+        ),
+        ('{"type": "start", "audio": {"container": "ogg"}}', "invalid_message", "Opus audio only"),
+        ('{"type": "start", "audio": {"channels": 2}}', "invalid_message", "mono"),
+        (
+            '{"type": "start", "audio": {"encoding": "opus", "container": "webm"}}',
+            "invalid_message",
+            "'packets' or 'ogg'",
+        ),
         ('{"type": "control", "gaze": [0.1]}', "invalid_message", "gaze"),
         ('{"type": "control", "blinks_per_minute": -1}', "invalid_message", "greater than"),
     ],

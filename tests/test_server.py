@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from spacelive.audio import frame_count, write_wav
-from spacelive.client.stream import run_stream, stream_audio
+from spacelive.client.stream import Uplink, run_stream, stream_audio
 from spacelive.engine import DEFAULT_PORTRAIT
 from spacelive.offline import render_frames
 from spacelive.server.protocol import WEBSOCKET_MAX_BYTES
@@ -29,7 +29,10 @@ def test_health_and_openapi(live_server):
     assert health["status"] == "ok" and health["models"] == "tiny"
     paths = httpx.get(live_server.http_url + "/openapi.json").json()["paths"]
     assert "/v1/avatars" in paths and "/healthz" in paths
-    assert httpx.get(live_server.http_url + "/").json()["stream"].startswith("/v1/stream")
+    assert httpx.get(live_server.http_url + "/v1").json()["stream"].startswith("/v1/stream")
+    page = httpx.get(live_server.http_url + "/")
+    assert page.headers["content-type"].startswith("text/html") and "<canvas" in page.text
+    assert "VideoDecoder" in httpx.get(live_server.http_url + "/static/app.js").text
 
 
 def test_avatar_upload_is_cached_by_content(live_server):
@@ -59,11 +62,24 @@ def test_avatar_upload_errors(live_server, body, status, code):
 
 def test_streamed_frames_equal_the_offline_render(live_server, engine):
     samples = speechlike(2.5, 24_000, seed=7)
-    result = asyncio.run(stream_audio(live_server.ws_url, samples, 24_000, seed=3))
+    result = asyncio.run(stream_audio(live_server.ws_url, Uplink.pcm(samples, 24_000), seed=3))
     assert [f.frame_index for f in result.frames] == list(range(frame_count(len(samples), 24_000)))
     assert result.expected_frames == len(result.frames) == 75
     offline = render_frames(engine, DEFAULT_PORTRAIT.read_bytes(), samples, 24_000, seed=3)
     assert [f.data for f in result.frames] == [f.data for f in offline]
+
+
+def test_opus_packets_stream_like_the_pcm_they_encode(live_server, engine):
+    """A browser on a bad link: 24 kbit/s Opus packets, paced in real time, give every frame
+    of the decoded audio, in order."""
+    samples = speechlike(2.0, 16_000, seed=8)
+    uplink = Uplink.opus(samples, 16_000, 24_000)
+    result = asyncio.run(stream_audio(live_server.ws_url, uplink, realtime=True))
+    assert result.expected_frames == len(result.frames)
+    assert [f.frame_index for f in result.frames] == list(range(len(result.frames)))
+    # 2 s of audio; the encoder's last packet pads it by at most 20 ms: 60 or 61 frames.
+    assert len(result.frames) in (60, 61)
+    assert 16 < result.audio_kbps() < 32
 
 
 def _expect_error(url, messages, code, close_code=1008):
@@ -100,6 +116,11 @@ BAD_INPUTS = {
     "faceless": ([{**START, "portrait": base64.b64encode(GRAY).decode()}], "no_face", 1008),
     "wrong-rate": ([{**START, "audio": {"sample_rate": 8000}}], "unsupported_sample_rate", 1008),
     "odd-pcm": ([START, b"\x00\x01\x02"], "odd_pcm_length", 1008),
+    "ogg-that-is-not": (
+        [{**START, "audio": {"encoding": "opus", "container": "ogg"}}, b"RIFF" + bytes(100)],
+        "invalid_opus",
+        1008,
+    ),
     "audio-first": ([b"\x00\x00" * 320], "audio_before_start", 1008),
     "oversized": ([START, b"\x00" * (2 << 20)], "message_too_large", 1009),
     "unknown-json": ([{"type": "dance"}], "unknown_message", 1008),
@@ -138,7 +159,7 @@ def test_bad_input_ends_only_its_own_session(live_server):
     def good_session():
         try:
             outcome["result"] = asyncio.run(
-                stream_audio(live_server.ws_url, samples, 16_000, realtime=True)
+                stream_audio(live_server.ws_url, Uplink.pcm(samples, 16_000), realtime=True)
             )
         except Exception as exc:  # reported below
             outcome["error"] = exc

@@ -57,6 +57,10 @@ class PoseTrainConfig:
     free_nats: float = 0.0  # per latent dimension, not penalized
     self_feed: float = 0.5  # share of batches whose previous poses are the model's own
     input_noise: float = 0.3  # noise on the teacher's previous poses, in POSE_UNITS
+    # Weight of the prior-sample statistics loss: the batch's free-running decodes from
+    # z ~ N(0, 1) against the teacher's per-example mean, spread and speed. Without it the
+    # decoder regressed to the mean and prior samples moved at under half the teacher's spread.
+    prior_weight: float = 0.0
     checkpoint_every: int = 100
     seed: int = 0
 
@@ -184,6 +188,25 @@ def loss_terms(
     return position, velocity, per_dim.sum(), per_dim.clamp(min=free_nats).sum()
 
 
+def motion_statistics(pose: torch.Tensor) -> torch.Tensor:
+    """pose (B, T, 6) -> (B, 3, 6) per example: mean, standard deviation and mean absolute
+    frame-to-frame step of each dimension, in POSE_UNITS."""
+    scaled = pose * torch.from_numpy(POSE_UNITS)
+    step = (scaled[:, 1:] - scaled[:, :-1]).abs().mean(dim=1)
+    return torch.stack([scaled.mean(dim=1), scaled.std(dim=1), step], dim=1)
+
+
+def prior_loss(sampled: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """How far the distribution of prior samples' statistics is from the teacher's: per
+    statistic and dimension, the L1 between the two batches' sorted values (the 1-D
+    Wasserstein distance), so that samples match the spread of styles, not one example each.
+    Steps weigh 30x (they are per frame)."""
+    a = motion_statistics(sampled).sort(dim=0).values
+    b = motion_statistics(target).sort(dim=0).values
+    weights = torch.tensor([1.0, 1.0, 30.0])[None, :, None]
+    return ((a - b).abs() * weights).mean()
+
+
 def train(
     data: Path,
     stages: StageSet,
@@ -227,12 +250,24 @@ def train(
         )
         beta = config.kl_weight * min(1.0, run.step / max(config.kl_anneal, 1))
         loss = position + config.velocity_weight * velocity + beta * kl_spared
+        prior = torch.zeros(())
+        if config.prior_weight > 0:
+            # What a stream does: z ~ N(0, 1), decoded on its own output.
+            sampled = model.decode(features, torch.randn_like(z))
+            prior = prior_loss(sampled, target)
+            loss = loss + config.prior_weight * prior
         run.finish_step(
-            loss, {"position": position.item(), "velocity": velocity.item(), "kl": kl.item()}
+            loss,
+            {
+                "position": position.item(),
+                "velocity": velocity.item(),
+                "kl": kl.item(),
+                "prior": prior.item(),
+            },
         )
     run.close()
     hours = sum(len(u.features) for u in corpus) / 30 / 3600
     return {"steps": run.step, "corpus_hours": hours, "final_loss": float(loss.item())}
 
 
-LOG_COLUMNS = ("loss", "position", "velocity", "kl", "lr")
+LOG_COLUMNS = ("loss", "position", "velocity", "kl", "prior", "lr")

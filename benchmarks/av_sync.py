@@ -1,0 +1,109 @@
+"""A/V sync: the offset between the rendered lips and the audio, on held-out voices.
+
+    python benchmarks/av_sync.py [--models DIR] [--seconds 30]
+
+Per held-out voice (mbrola us3, flite slt), about 30 s of sentences are rendered exactly as a
+stream delivers them (``spacelive.offline.render_frames``: the same frames, byte for byte), the
+H.264 is decoded, the inner-lip gap is re-detected on every frame with MediaPipe, and its
+cross-correlation with the audio's energy envelope (RMS over each frame's 1/30 s) is taken
+over lags of up to 10 frames. The lag of the peak is the offset (positive: the lips trail the
+audio). The MP4 the client writes places frame k at k/30 s and the audio at 0, so this is also
+the MP4's offset. Writes benchmarks/results/av_sync.json; exits 1 beyond +-1 frame.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+
+from spacelive import FRAME_RATE, MODEL_SAMPLE_RATE
+from spacelive.controls import ControlUpdate
+from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
+from spacelive.face import FaceAnalyzer
+from spacelive.landmarks import LOWER_INNER_LIP, UPPER_INNER_LIP
+from spacelive.offline import render_frames
+from spacelive.training.corpus import SentenceMaker, Voice, synthesize
+
+RESULTS = Path(__file__).resolve().parent / "results"
+HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
+MAX_LAG = 10
+
+
+def energy_envelope(samples: np.ndarray, frames: int) -> np.ndarray:
+    """(frames,) RMS of the audio in [k/30, (k+1)/30) s."""
+    step = MODEL_SAMPLE_RATE // FRAME_RATE
+    padded = np.concatenate([samples, np.zeros(frames * step)])[: frames * step]
+    return np.sqrt((padded.reshape(frames, step) ** 2).mean(axis=1))
+
+
+def lip_gaps(frames, analyzer: FaceAnalyzer) -> np.ndarray:
+    """(frames,) re-detected inner-lip gap in pixels (NaN where no face is found)."""
+    codec = av.CodecContext.create("h264", "r")
+    gaps = []
+    for f in frames:
+        for picture in codec.decode(av.Packet(f.data)):
+            mesh = analyzer.mesh(picture.to_ndarray(format="rgb24"))
+            if mesh is None:
+                gaps.append(np.nan)
+                continue
+            gaps.append(float(np.mean(mesh[LOWER_INNER_LIP, 1] - mesh[UPPER_INNER_LIP, 1])))
+    return np.array(gaps)
+
+
+def best_lag(lips: np.ndarray, energy: np.ndarray) -> tuple[int, list[float]]:
+    """Lag (frames) maximizing the correlation of lips[k] with energy[k - lag]."""
+    ok = ~np.isnan(lips)
+    lips = np.where(ok, lips, np.nanmean(lips))
+    scores = []
+    for lag in range(-MAX_LAG, MAX_LAG + 1):
+        a = lips[MAX_LAG:-MAX_LAG]
+        b = energy[MAX_LAG - lag : len(energy) - MAX_LAG - lag]
+        scores.append(float(np.corrcoef(a, b)[0, 1]))
+    return int(np.argmax(scores)) - MAX_LAG, scores
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=str(DEFAULT_MODELS))
+    parser.add_argument("--seconds", type=float, default=30.0)
+    args = parser.parse_args()
+    engine = Engine(EngineConfig(models=Path(args.models)))
+    analyzer = FaceAnalyzer()
+    sentences = SentenceMaker()
+    portrait = DEFAULT_PORTRAIT.read_bytes()
+    # The head held still and no blinks: the lips are what moves.
+    update = ControlUpdate(blinks_per_minute=0, pose_mode="fixed")
+    report: dict = {"benchmark": "av_sync", "models": args.models, "voices": {}}
+    for v, voice in enumerate(HELD_OUT):
+        rng = np.random.default_rng([777, v])
+        pieces: list[np.ndarray] = []
+        while sum(len(p) for p in pieces) < args.seconds * MODEL_SAMPLE_RATE:
+            samples, _ = synthesize(voice, sentences.sentence("en", rng), rng)
+            pieces += [
+                samples,
+                np.zeros(int(rng.uniform(0.1, 0.6) * MODEL_SAMPLE_RATE), np.float32),
+            ]
+        audio = np.concatenate(pieces)
+        frames = render_frames(engine, portrait, audio, MODEL_SAMPLE_RATE, update)
+        lips = lip_gaps(frames, analyzer)
+        lag, scores = best_lag(lips, energy_envelope(audio, len(frames)))
+        report["voices"][voice.key] = {
+            "offset_frames": lag,
+            "offset_ms": 1000 * lag / FRAME_RATE,
+            "peak_correlation": max(scores),
+            "correlation_by_lag": dict(zip(range(-MAX_LAG, MAX_LAG + 1), scores, strict=True)),
+            "frames": len(frames),
+            "undetected_frames": int(np.isnan(lips).sum()),
+        }
+    report["passed"] = all(abs(v["offset_frames"]) <= 1 for v in report["voices"].values())
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "av_sync.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The web page in a real browser: Debian's chromium (headless), a fake microphone playing
+synthesized speech, driven by Selenium through Debian's chromedriver, against a live server
+with the bundled models.
+
+Saves benchmarks/results/browser.png (the page) and browser.json (its readouts)."""
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spacelive import MODEL_SAMPLE_RATE
+from spacelive.audio import write_wav
+from spacelive.engine import DEFAULT_MODELS
+from tests.conftest import LiveServer
+
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def _speech(path: Path) -> None:
+    """About 12 s of held-out-voice sentences with short pauses (the fake microphone loops)."""
+    from spacelive.training.corpus import SentenceMaker, Voice, synthesize
+
+    rng = np.random.default_rng(99)
+    sentences, pieces = SentenceMaker(), []
+    while sum(len(p) for p in pieces) < 12 * MODEL_SAMPLE_RATE:
+        samples, _ = synthesize(Voice("flite", "slt", "en"), sentences.sentence("en", rng), rng)
+        pieces += [samples, np.zeros(MODEL_SAMPLE_RATE // 3, np.float32)]
+    write_wav(path, np.concatenate(pieces), MODEL_SAMPLE_RATE)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists() and shutil.which("flite")):
+        if os.environ.get("CI"):
+            pytest.fail("CI must have chromium, chromium-driver and flite (dev.sh installs them)")
+        pytest.skip("needs Debian's chromium, chromium-driver and flite")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    wav = tmp_path / "speech.wav"
+    _speech(wav)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}",
+        "--autoplay-policy=no-user-gesture-required",
+        "--window-size=1100,760",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _stats(driver) -> dict:
+    return driver.execute_script("return window.spacelive.stats")
+
+
+def _mean_thumbnail(driver, seconds: float) -> np.ndarray:
+    shots, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        shots.append(driver.execute_script("return window.spacelive.thumbnail()"))
+        time.sleep(0.1)
+    return np.mean(np.array(shots, np.float64), axis=0)
+
+
+def _wait(driver, what, predicate, timeout: float = 90.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = _stats(driver)
+        if stats.get("error"):
+            pytest.fail(f"the page shows an error while waiting for {what}: {stats['error']}")
+        if predicate(stats):
+            return stats
+        time.sleep(0.25)
+    pytest.fail(f"timed out waiting for {what}: {_stats(driver)}")
+
+
+def test_browser_page_animates_the_portrait_and_follows_the_controls(browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    with LiveServer(DEFAULT_MODELS) as server:
+        browser.get(server.http_url + "/")
+        browser.find_element(By.ID, "start").click()
+        _wait(browser, "60 frames on the canvas", lambda s: s["frames"] >= 60)
+
+        # Decoded frames reach the canvas and change over time.
+        first = np.array(browser.execute_script("return window.spacelive.thumbnail()"))
+        time.sleep(0.7)
+        later = np.array(browser.execute_script("return window.spacelive.thumbnail()"))
+        assert first.mean() > 20, "the canvas is (nearly) black"
+        assert np.abs(later - first).mean() > 0.2, "the picture does not change"
+
+        # The fps readout, sampled over 4 s once the stream has settled.
+        readouts = []
+        for _ in range(8):
+            time.sleep(0.5)
+            readouts.append(_stats(browser))
+        fps = float(np.median([r["fps"] for r in readouts]))
+
+        # The emotion control changes the picture: with the head still and no blinks, two
+        # neutral windows differ less than a neutral and a surprised one.
+        Select(browser.find_element(By.ID, "pose")).select_by_value("fixed")
+        browser.execute_script(
+            "const b = document.getElementById('blinks'); b.value = 0;"
+            "b.dispatchEvent(new Event('input'));"
+        )
+        time.sleep(1.0)
+        neutral_a = _mean_thumbnail(browser, 1.5)
+        neutral_b = _mean_thumbnail(browser, 1.5)
+        browser.execute_script(
+            "const i = document.getElementById('intensity'); i.value = 1;"
+            "i.dispatchEvent(new Event('input'));"
+        )
+        Select(browser.find_element(By.ID, "emotion")).select_by_value("surprised")
+        time.sleep(0.6)
+        surprised = _mean_thumbnail(browser, 1.5)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(RESULTS / "browser.png"))
+        final = _stats(browser)
+
+    noise = float(np.abs(neutral_b - neutral_a).mean())
+    effect = float(np.abs(surprised - neutral_b).mean())
+    report = {
+        "test": "test_browser_page_animates_the_portrait_and_follows_the_controls",
+        "fps_median": fps,
+        "fps_readouts": [r["fps"] for r in readouts],
+        "latency_ms_readouts": [r["latency_ms"] for r in readouts],
+        "sync_ms_readouts": [r["sync_ms"] for r in readouts],
+        "video_kbps_readouts": [r["kbps"] for r in readouts],
+        "emotion_effect": effect,
+        "neutral_noise": noise,
+        "frames": final["frames"],
+    }
+    (RESULTS / "browser.json").write_text(json.dumps(report, indent=2) + "\n")
+    assert fps >= 25, report
+    assert effect > 2 * noise, report

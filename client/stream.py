@@ -19,7 +19,7 @@ from spacelive import FRAME_RATE
 from spacelive.audio import pcm_s16le, read_audio
 from spacelive.client.opus import PACKET_MS, opus_packets
 from spacelive.server.protocol import WEBSOCKET_MAX_BYTES, parse_frame_message
-from spacelive.video import EncodedFrame, write_mp4
+from spacelive.video import EncodedFrame, H264Encoder, write_mp4
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,28 @@ async def stream_audio(
     )
 
 
+def stream_file(
+    url: str,
+    audio_path: Path,
+    image: Path | None = None,
+    realtime: bool = False,
+    controls: dict | None = None,
+    seed: int = 0,
+    opus_bitrate: int | None = None,
+    output: str = "video",
+) -> tuple[StreamResult, np.ndarray, int]:
+    """Upload the portrait (if any) and stream a WAV: (result, samples, sample rate).
+    ``opus_bitrate`` (bits/s) sends Opus packets instead of PCM."""
+    samples, rate = read_audio(audio_path)
+    avatar_id = upload_portrait(url, Path(image).read_bytes()) if image else "default"
+    opus = bool(opus_bitrate)
+    uplink = Uplink.opus(samples, rate, opus_bitrate or 0) if opus else Uplink.pcm(samples, rate)
+    result = asyncio.run(
+        stream_audio(url, uplink, avatar_id, realtime, controls=controls, seed=seed, output=output)
+    )
+    return result, samples, rate
+
+
 def run_stream(
     url: str,
     audio_path: Path,
@@ -219,19 +241,37 @@ def run_stream(
     controls: dict | None = None,
     seed: int = 0,
     opus_bitrate: int | None = None,
+    output: str = "video",
 ) -> dict:
-    """The `spacelive stream` command: returns the stats it also writes. ``opus_bitrate``
-    (bits/s) sends Opus packets instead of PCM."""
-    samples, rate = read_audio(audio_path)
-    avatar_id = upload_portrait(url, Path(image).read_bytes()) if image else "default"
-    opus = bool(opus_bitrate)
-    uplink = Uplink.opus(samples, rate, opus_bitrate or 0) if opus else Uplink.pcm(samples, rate)
-    result = asyncio.run(
-        stream_audio(url, uplink, avatar_id, realtime, controls=controls, seed=seed)
+    """The `spacelive stream` and `spacelive client render-keypoints` (output "keypoints":
+    rendered here) commands: returns the stats it also writes."""
+    result, samples, rate = stream_file(
+        url, audio_path, image, realtime, controls, seed, opus_bitrate, output
     )
-    write_mp4(Path(out), result.frames, samples, rate)
     stats = result.stats()
+    video = result.frames
+    if output == "keypoints":
+        video = _render_keypoints(url, result)
+        stats.update(
+            keypoint_kbps=result.downlink_kbps(), setup_bytes=len(json.dumps(result.ready))
+        )
+    write_mp4(Path(out), video, samples, rate)
     stats.update({"audio_seconds": len(samples) / rate, "realtime": realtime, "output": str(out)})
     if stats_path:
         Path(stats_path).write_text(json.dumps(stats, indent=2) + "\n")
     return stats
+
+
+def _render_keypoints(url: str, result: StreamResult) -> list[EncodedFrame]:
+    """A keypoint stream rendered by the reference receiver, encoded as the server would."""
+    from spacelive.client.keypoints import KeypointReceiver, fetch_avatar_image
+
+    if "keypoints" not in result.ready:
+        raise StreamError("the server did not start a keypoint stream")
+    image = fetch_avatar_image(url, result.ready["avatar_id"])
+    receiver = KeypointReceiver(result.ready["keypoints"], image)
+    encoder = H264Encoder()
+    try:
+        return [encoder.encode(receiver.render(f), f.frame_index) for f in result.frames]
+    finally:
+        encoder.close()

@@ -61,7 +61,7 @@ def _cmd_serve(args) -> int:
     return 0
 
 
-def _cmd_stream(args) -> int:
+def _cmd_stream(args, output: str = "video") -> int:
     from spacelive.client.stream import run_stream
 
     stats = run_stream(
@@ -73,7 +73,8 @@ def _cmd_stream(args) -> int:
         stats_path=Path(args.stats) if args.stats else None,
         controls=_controls(**vars(args)).model_dump(exclude_none=True, exclude_defaults=True),
         seed=args.seed,
-        opus_bitrate=args.opus,
+        opus_bitrate=getattr(args, "opus", None),
+        output=output,
     )
     print(json.dumps(stats, indent=2))
     return 0
@@ -176,14 +177,45 @@ def _cmd_data_synth(args) -> int:
     return 0
 
 
+_TRAINER_OPTIONS = ("steps", "batch", "seed", "lr_peak", "warmup", "window", "self_feed")
+
+
+def _trainer_config(args, config_class, width: str, extra: tuple[str, ...] = ()):
+    """The recipe is the config class's; options given on the command line override it."""
+    names = (*_TRAINER_OPTIONS, *extra)
+    given = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    return config_class(width=width, **given)
+
+
+def _init_from(args) -> Path | None:
+    return Path(args.init_from) if args.init_from else None
+
+
+def _add_trainer_options(parser, stage: str, self_feed: str, hears_encoder: bool) -> None:
+    """The options every trainer takes; defaults (None) are its config class's."""
+    parser.add_argument("--data", required=True, help="corpus folder from `spacelive data synth`")
+    if hears_encoder:
+        from spacelive.engine import DEFAULT_MODELS
+
+        parser.add_argument(
+            "--models", default=str(DEFAULT_MODELS), help="model directory whose encoder to hear"
+        )
+    parser.add_argument("--out", default=f"runs/{stage}", help="checkpoints, log.csv, loss.png")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--lr-peak", type=float)
+    parser.add_argument("--warmup", type=int, help="learning-rate warm-up steps")
+    parser.add_argument("--window", type=int, help="frames per training sequence")
+    parser.add_argument("--self-feed", type=float, help=self_feed)
+    parser.add_argument("--init-from", help="start from this checkpoint's weights (fine-tune)")
+
+
 def _cmd_train_s2l(args) -> int:
     from spacelive.training.train_s2l import TrainConfig, train
 
-    options = ("steps", "batch", "seed", "self_feed", "lr_peak", "window", "mouth_weight")
-    given = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
-    config = TrainConfig(width=args.width, **given)
-    init = Path(args.init_from) if args.init_from else None
-    summary = train(Path(args.data), Path(args.out), config, init_from=init)
+    config = _trainer_config(args, TrainConfig, args.width, ("mouth_weight",))
+    summary = train(Path(args.data), Path(args.out), config, init_from=_init_from(args))
     print(json.dumps(summary))
     return 0
 
@@ -193,41 +225,15 @@ def _cmd_train_posegen(args) -> int:
     from spacelive.training.train_posegen import PoseTrainConfig, train
 
     stages = load_stages(Path(args.models))
-    options = (
-        "steps",
-        "batch",
-        "seed",
-        "lr_peak",
-        "warmup",
-        "window",
-        "kl_weight",
-        "free_nats",
-        "self_feed",
-        "prior_weight",
-    )
-    given = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
-    config = PoseTrainConfig(width=stages.manifest["width"], **given)
-    init = Path(args.init_from) if args.init_from else None
-    summary = train(Path(args.data), stages, Path(args.out), config, init_from=init)
+    extra = ("kl_weight", "free_nats", "prior_weight")
+    config = _trainer_config(args, PoseTrainConfig, stages.manifest["width"], extra)
+    summary = train(Path(args.data), stages, Path(args.out), config, init_from=_init_from(args))
     print(json.dumps(summary))
     return 0
 
 
 def _cmd_client_render_keypoints(args) -> int:
-    from spacelive.client.keypoints import render_keypoint_stream
-
-    stats = render_keypoint_stream(
-        args.url,
-        Path(args.audio),
-        Path(args.output),
-        Path(args.image) if args.image else None,
-        realtime=args.realtime,
-        stats_path=Path(args.stats) if args.stats else None,
-        controls=_controls(**vars(args)).model_dump(exclude_none=True, exclude_defaults=True),
-        seed=args.seed,
-    )
-    print(json.dumps(stats, indent=2))
-    return 0
+    return _cmd_stream(args, output="keypoints")
 
 
 def _cmd_train_basis(args) -> int:
@@ -250,11 +256,8 @@ def _cmd_train_l2l(args) -> int:
     from spacelive.training.train_l2l import L2LTrainConfig, train
 
     stages = load_stages(Path(args.models))
-    options = ("steps", "batch", "seed", "lr_peak", "warmup", "window", "self_feed")
-    given = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
-    config = L2LTrainConfig(width=stages.manifest["width"], **given)
-    init = Path(args.init_from) if args.init_from else None
-    summary = train(Path(args.data), stages, Path(args.out), config, init_from=init)
+    config = _trainer_config(args, L2LTrainConfig, stages.manifest["width"])
+    summary = train(Path(args.data), stages, Path(args.out), config, init_from=_init_from(args))
     print(json.dumps(summary))
     return 0
 
@@ -529,43 +532,21 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a stage (needs the train extra)")
     train_sub = train.add_subparsers(dest="stage", required=True)
     s2l = train_sub.add_parser("s2l", help="Speech2Landmarks on a synthetic corpus")
-    s2l.add_argument("--data", required=True, help="corpus folder from `spacelive data synth`")
+    _add_trainer_options(s2l, "s2l", "share of batches fed the model's own output", False)
     s2l.add_argument("--width", default="realtime", choices=["paper", "realtime", "tiny"])
-    s2l.add_argument("--out", default="runs/s2l", help="checkpoints, log.csv, loss.png")
-    # Defaults (None) are TrainConfig's: the recipe lives in one place.
-    s2l.add_argument("--steps", type=int)
-    s2l.add_argument("--batch", type=int)
-    s2l.add_argument("--seed", type=int)
-    s2l.add_argument("--self-feed", type=float, help="share of batches fed the model's own output")
-    s2l.add_argument("--lr-peak", type=float)
-    s2l.add_argument("--window", type=int, help="frames per training sequence")
     s2l.add_argument("--mouth-weight", type=float, help="loss weight of the mouth points")
-    s2l.add_argument("--init-from", help="start from this checkpoint's weights (fine-tune)")
     s2l.set_defaults(run=_cmd_train_s2l)
     posegen = train_sub.add_parser(
         "posegen", help="PoseGen (head motion) on a synthetic corpus, hearing a trained encoder"
     )
-    posegen.add_argument("--data", required=True, help="corpus folder from `spacelive data synth`")
-    posegen.add_argument(
-        "--models", default=str(DEFAULT_MODELS), help="model directory whose audio encoder to hear"
+    _add_trainer_options(
+        posegen, "posegen", "share of batches fed the decoder's own previous poses", True
     )
-    posegen.add_argument("--out", default="runs/posegen", help="checkpoints, log.csv, loss.png")
-    # Defaults (None) are PoseTrainConfig's.
-    posegen.add_argument("--steps", type=int)
-    posegen.add_argument("--batch", type=int)
-    posegen.add_argument("--seed", type=int)
-    posegen.add_argument("--lr-peak", type=float)
-    posegen.add_argument("--window", type=int, help="frames per training sequence")
     posegen.add_argument("--kl-weight", type=float, help="beta of the KL term")
     posegen.add_argument("--free-nats", type=float, help="KL per latent dimension not penalized")
-    posegen.add_argument("--warmup", type=int, help="learning-rate warm-up steps")
-    posegen.add_argument(
-        "--self-feed", type=float, help="share of batches fed the decoder's own previous poses"
-    )
     posegen.add_argument(
         "--prior-weight", type=float, help="weight of the prior-sample motion statistics loss"
     )
-    posegen.add_argument("--init-from", help="start from this checkpoint's weights (fine-tune)")
     posegen.set_defaults(run=_cmd_train_posegen)
     basis = train_sub.add_parser(
         "basis", help="fit the keypoint stream's motion basis to a model directory's S2L"
@@ -578,22 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     l2l = train_sub.add_parser(
         "l2l", help="Landmarks2Latents on a synthetic corpus, hearing a trained encoder"
     )
-    l2l.add_argument("--data", required=True, help="corpus folder from `spacelive data synth`")
-    l2l.add_argument(
-        "--models", default=str(DEFAULT_MODELS), help="model directory whose audio encoder to hear"
-    )
-    l2l.add_argument("--out", default="runs/l2l", help="checkpoints, log.csv, loss.png")
-    # Defaults (None) are L2LTrainConfig's.
-    l2l.add_argument("--steps", type=int)
-    l2l.add_argument("--batch", type=int)
-    l2l.add_argument("--seed", type=int)
-    l2l.add_argument("--lr-peak", type=float)
-    l2l.add_argument("--warmup", type=int, help="learning-rate warm-up steps")
-    l2l.add_argument("--window", type=int, help="frames per training sequence")
-    l2l.add_argument(
-        "--self-feed", type=float, help="share of batches run on the model's own keypoints"
-    )
-    l2l.add_argument("--init-from", help="start from this checkpoint's weights (fine-tune)")
+    _add_trainer_options(l2l, "l2l", "share of batches run on the model's own keypoints", True)
     l2l.set_defaults(run=_cmd_train_l2l)
 
     teach = sub.add_parser("teach", help="phoneme alignment -> per-frame landmark targets")

@@ -55,7 +55,7 @@ def browser(tmp_path):
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={wav}",
         "--autoplay-policy=no-user-gesture-required",
-        "--window-size=1100,760",
+        "--window-size=1280,1000",
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -126,10 +126,11 @@ def test_browser_page_animates_the_portrait_and_follows_the_controls(browser):
             "const i = document.getElementById('intensity'); i.value = 1;"
             "i.dispatchEvent(new Event('input'));"
         )
-        Select(browser.find_element(By.ID, "emotion")).select_by_value("surprised")
+        Select(browser.find_element(By.ID, "emotion")).select_by_visible_text("surprised")
         time.sleep(0.6)
         surprised = _mean_thumbnail(browser, 1.5)
         RESULTS.mkdir(parents=True, exist_ok=True)
+        browser.execute_script("window.scrollTo(0, 0)")
         browser.save_screenshot(str(RESULTS / "browser.png"))
         final = _stats(browser)
 

@@ -7,8 +7,9 @@ stream delivers them (``spacelive.offline.render_frames``: the same frames, byte
 H.264 is decoded, the inner-lip gap is re-detected on every frame with MediaPipe, and its
 cross-correlation with the audio's energy envelope (RMS over each frame's 1/30 s) is taken
 over lags of up to 10 frames. The lag of the peak is the offset (positive: the lips trail the
-audio). The MP4 the client writes places frame k at k/30 s and the audio at 0, so this is also
-the MP4's offset. Writes benchmarks/results/av_sync.json; exits 1 beyond +-1 frame.
+audio); ``offset_ms`` places the peak between frames (a parabola through its neighbours).
+The MP4 the client writes places frame k at k/30 s and the audio at 0, so this is also the
+MP4's offset. Writes benchmarks/results/av_sync.json; exits 1 beyond +-1 frame.
 """
 
 import argparse
@@ -23,46 +24,22 @@ from spacelive import FRAME_RATE, MODEL_SAMPLE_RATE
 from spacelive.controls import ControlUpdate
 from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.face import FaceAnalyzer
-from spacelive.landmarks import LOWER_INNER_LIP, UPPER_INNER_LIP
 from spacelive.offline import render_frames
+from spacelive.sync import MAX_LAG, best_lag, energy_envelope, lip_gap, refined_lag
 from spacelive.training.corpus import SentenceMaker, Voice, synthesize
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
-MAX_LAG = 10
-
-
-def energy_envelope(samples: np.ndarray, frames: int) -> np.ndarray:
-    """(frames,) RMS of the audio in [k/30, (k+1)/30) s."""
-    step = MODEL_SAMPLE_RATE // FRAME_RATE
-    padded = np.concatenate([samples, np.zeros(frames * step)])[: frames * step]
-    return np.sqrt((padded.reshape(frames, step) ** 2).mean(axis=1))
 
 
 def lip_gaps(frames, analyzer: FaceAnalyzer) -> np.ndarray:
-    """(frames,) re-detected inner-lip gap in pixels (NaN where no face is found)."""
+    """(frames,) re-detected inner-lip gap of each encoded frame, decoded."""
     codec = av.CodecContext.create("h264", "r")
     gaps = []
     for f in frames:
         for picture in codec.decode(av.Packet(f.data)):
-            mesh = analyzer.mesh(picture.to_ndarray(format="rgb24"))
-            if mesh is None:
-                gaps.append(np.nan)
-                continue
-            gaps.append(float(np.mean(mesh[LOWER_INNER_LIP, 1] - mesh[UPPER_INNER_LIP, 1])))
+            gaps.append(lip_gap(analyzer, picture.to_ndarray(format="rgb24")))
     return np.array(gaps)
-
-
-def best_lag(lips: np.ndarray, energy: np.ndarray) -> tuple[int, list[float]]:
-    """Lag (frames) maximizing the correlation of lips[k] with energy[k - lag]."""
-    ok = ~np.isnan(lips)
-    lips = np.where(ok, lips, np.nanmean(lips))
-    scores = []
-    for lag in range(-MAX_LAG, MAX_LAG + 1):
-        a = lips[MAX_LAG:-MAX_LAG]
-        b = energy[MAX_LAG - lag : len(energy) - MAX_LAG - lag]
-        scores.append(float(np.corrcoef(a, b)[0, 1]))
-    return int(np.argmax(scores)) - MAX_LAG, scores
 
 
 def main() -> int:
@@ -89,10 +66,11 @@ def main() -> int:
         audio = np.concatenate(pieces)
         frames = render_frames(engine, portrait, audio, MODEL_SAMPLE_RATE, update)
         lips = lip_gaps(frames, analyzer)
-        lag, scores = best_lag(lips, energy_envelope(audio, len(frames)))
+        times = np.arange(len(frames)) / FRAME_RATE  # frame k shows audio time k/30 s
+        lag, scores = best_lag(lips, energy_envelope(audio, MODEL_SAMPLE_RATE, times))
         report["voices"][voice.key] = {
             "offset_frames": lag,
-            "offset_ms": 1000 * lag / FRAME_RATE,
+            "offset_ms": 1000 * refined_lag(lag, scores) / FRAME_RATE,
             "peak_correlation": max(scores),
             "correlation_by_lag": dict(zip(range(-MAX_LAG, MAX_LAG + 1), scores, strict=True)),
             "frames": len(frames),

@@ -119,7 +119,7 @@ class OpusPacketInput:
                 "container 'packets' send one Opus packet per message, as AudioEncoder emits",
             ) from None
         self.packets += 1
-        samples = np.concatenate([_mono(f) for f in frames]) if frames else _EMPTY
+        samples = np.concatenate([mono_samples(f) for f in frames]) if frames else _EMPTY
         if self._skip:
             cut = min(self._skip, len(samples))
             samples, self._skip = samples[cut:], self._skip - cut
@@ -251,7 +251,7 @@ def _opus_head(packet: bytes) -> tuple[int, int]:
 _EMPTY = np.zeros(0, np.float32)
 
 
-def _mono(frame: av.AudioFrame) -> np.ndarray:
+def mono_samples(frame: av.AudioFrame) -> np.ndarray:
     """A decoded frame -> mono float32."""
     data = frame.to_ndarray()
     if frame.format.is_planar:

@@ -19,6 +19,28 @@ const page = {
     for (let i = 0; i < rgba.length; i += 4) out.push((rgba[i] + rgba[i + 1] + rgba[i + 2]) / 3);
     return out;
   },
+  // Records `seconds` of what a viewer gets, the canvas and the delayed voice on one clock
+  // (MediaRecorder, WebM), and resolves to it as base64: for measuring A/V sync in the page.
+  async record(seconds) {
+    if (!audio) throw new Error("start a stream first");
+    const tap = audio.context.createMediaStreamDestination();
+    audio.playback.connect(tap);  // before the volume control: recorded even when muted
+    const tracks = [...$("video").captureStream(FRAME_RATE).getVideoTracks(), ...tap.stream.getAudioTracks()];
+    const recorder = new MediaRecorder(new MediaStream(tracks), { mimeType: "video/webm;codecs=vp8,opus" });
+    const parts = [];
+    recorder.ondataavailable = (event) => parts.push(event.data);
+    const stopped = new Promise((resolve) => { recorder.onstop = resolve; });
+    recorder.start();
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    recorder.stop();
+    await stopped;
+    audio.playback.disconnect(tap);
+    tracks.forEach((t) => t.stop());
+    const bytes = new Uint8Array(await new Blob(parts, { type: "video/webm" }).arrayBuffer());
+    let text = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(text);
+  },
 };
 window.spacelive = page;
 

@@ -4,7 +4,8 @@
 // audio-clock time of its first sample.
 // "delayed-playback": plays the captured samples `delay` seconds late (set from the page as
 // the measured audio->frame latency), so that the voice lines up with the face. Changes of
-// the delay are followed by playing 2% faster or slower, without clicks. It posts which
+// the delay are followed by playing up to 2% faster or slower, without clicks (more than
+// 120 ms off, it jumps). It posts which
 // captured sample it is playing, for the page's sync readout.
 
 class Capture extends AudioWorkletProcessor {
@@ -71,11 +72,11 @@ class DelayedPlayback extends AudioWorkletProcessor {
     if (this.read < 0) { out.fill(0); return true; }
     const L = this.ring.length;
     for (let i = 0; i < out.length; i++) {
-      // Behind the wanted delay: play 2% faster; ahead: 2% slower (interpolated).
-      const lag = this.live(i) - this.read;
-      let step = 1;
-      if (lag > this.delay + 0.025 * sampleRate) step = 1.02;
-      else if (lag < this.delay - 0.025 * sampleRate) step = 0.98;
+      // Off the wanted delay by e: play faster or slower in proportion (1% per 10 ms, at
+      // most 2%: a second to settle, no audible pitch change), interpolated.
+      const error = (this.live(i) - this.read - this.delay) / sampleRate;
+      if (Math.abs(error) > 0.12) this.read += error * sampleRate;  // far off: jump there
+      const step = 1 + Math.max(-0.02, Math.min(0.02, error));
       const at = Math.floor(this.read);
       if (at + 1 >= this.written) { out[i] = 0; continue; }  // underrun: wait for samples
       const f = this.read - at, a = this.ring[at % L], b = this.ring[(at + 1) % L];

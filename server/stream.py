@@ -14,6 +14,7 @@ from concurrent.futures import Executor
 from fastapi import WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
+from spacelive.audio_input import InputError
 from spacelive.engine import Engine
 from spacelive.face import PortraitError
 from spacelive.server.avatars import AvatarStore
@@ -28,7 +29,7 @@ from spacelive.server.protocol import (
     parse_client_text,
     ready_event,
 )
-from spacelive.session import InputError, StreamSession
+from spacelive.session import StreamSession
 from spacelive.video import EncodedFrame
 
 log = logging.getLogger(__name__)

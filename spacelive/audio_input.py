@@ -24,8 +24,9 @@ OPUS_RATE = 48_000
 MAX_PRE_SKIP = OPUS_RATE  # 1 s; libopus uses 312 samples (6.5 ms)
 
 
-class AudioInputError(ValueError):
-    """Audio bytes that cannot be decoded; ``code`` is stable, the message says the fix."""
+class InputError(ValueError):
+    """Audio a session cannot accept (bytes that do not decode, a format it does not take);
+    ``code`` is stable, the message says the fix."""
 
     def __init__(self, code: str, message: str):
         super().__init__(message)
@@ -60,7 +61,7 @@ def open_input(spec: AudioSpec) -> AudioInput:
     if spec.encoding == "pcm_s16le":
         return PcmInput(spec.sample_rate)
     if spec.sample_rate != OPUS_RATE:
-        raise AudioInputError(
+        raise InputError(
             "unsupported_sample_rate",
             f"Opus is decoded at {OPUS_RATE} Hz; declare sample_rate {OPUS_RATE} (the rate the "
             "microphone recorded at does not matter)",
@@ -78,7 +79,7 @@ class PcmInput:
 
     def decode(self, data: bytes) -> np.ndarray:
         if len(data) % 2:
-            raise AudioInputError(
+            raise InputError(
                 "odd_pcm_length",
                 f"audio chunk of {len(data)} bytes is not a whole number of 16-bit samples; "
                 "send PCM s16le mono in chunks of an even number of bytes",
@@ -96,9 +97,9 @@ class OpusPacketInput:
 
     def __init__(self, channels: int, pre_skip: int):
         if channels not in (1, 2):
-            raise AudioInputError("unsupported_channels", "Opus audio must be mono or stereo")
+            raise InputError("unsupported_channels", "Opus audio must be mono or stereo")
         if not 0 <= pre_skip <= MAX_PRE_SKIP:
-            raise AudioInputError(
+            raise InputError(
                 "invalid_opus", f"pre_skip must be 0..{MAX_PRE_SKIP} samples at 48 kHz"
             )
         self._codec = av.CodecContext.create("libopus", "r")
@@ -109,11 +110,11 @@ class OpusPacketInput:
 
     def decode(self, data: bytes) -> np.ndarray:
         if not data:
-            raise AudioInputError("invalid_opus", "an empty Opus packet; send one packet a message")
+            raise InputError("invalid_opus", "an empty Opus packet; send one packet a message")
         try:
             frames = self._codec.decode(av.Packet(data))
         except av.error.FFmpegError as exc:
-            raise AudioInputError(
+            raise InputError(
                 "invalid_opus",
                 f"Opus packet {self.packets} could not be decoded ({exc.strerror}); with "
                 "container 'packets' send one Opus packet per message, as AudioEncoder emits",
@@ -151,7 +152,7 @@ class OggOpusInput:
                 self._headers = 1
             elif self._headers == 1:
                 if not packet.startswith(b"OpusTags"):
-                    raise AudioInputError("invalid_opus", "the Ogg stream has no OpusTags header")
+                    raise InputError("invalid_opus", "the Ogg stream has no OpusTags header")
                 self._headers = 2
             else:
                 assert self._decoder is not None
@@ -167,7 +168,7 @@ class OggOpusInput:
 
     def finish(self) -> np.ndarray:
         if self._pages.pending:
-            raise AudioInputError(
+            raise InputError(
                 "invalid_opus", "the Ogg stream ended inside a page; send the whole stream"
             )
         return _EMPTY
@@ -194,7 +195,7 @@ class OggPages:
         out: list[tuple[bytes, int, bool]] = []
         while len(self._buffer) >= 27:
             if self._buffer[:4] != b"OggS":
-                raise AudioInputError(
+                raise InputError(
                     "invalid_opus",
                     f"expected an Ogg page ('OggS') after {self.pages} pages; with container "
                     "'ogg' send the Ogg stream's bytes in order, unaltered",
@@ -203,7 +204,7 @@ class OggPages:
                 "<BBqIIIB", self._buffer, 4
             )
             if version != 0:
-                raise AudioInputError("invalid_opus", f"Ogg page version {version} is unknown")
+                raise InputError("invalid_opus", f"Ogg page version {version} is unknown")
             header = 27 + count
             if len(self._buffer) < header:
                 break
@@ -211,12 +212,12 @@ class OggPages:
             size = header + sum(lacing)
             if len(self._buffer) < size:
                 if len(self._buffer) > self.MAX_BUFFER:
-                    raise AudioInputError("invalid_opus", "an Ogg page is too large")
+                    raise InputError("invalid_opus", "an Ogg page is too large")
                 break
             if self._serial is None:
                 self._serial = serial
             elif serial != self._serial:
-                raise AudioInputError(
+                raise InputError(
                     "invalid_opus", "the Ogg stream holds several logical streams; send one"
                 )
             body = bytes(self._buffer[header:size])
@@ -237,14 +238,14 @@ class OggPages:
 def _opus_head(packet: bytes) -> tuple[int, int]:
     """OpusHead (RFC 7845 5.1) -> (channels, pre-skip)."""
     if len(packet) < 19 or not packet.startswith(b"OpusHead"):
-        raise AudioInputError(
+        raise InputError(
             "invalid_opus", "the Ogg stream does not start with OpusHead: it is not Ogg Opus"
         )
     version, channels, pre_skip = struct.unpack_from("<BBH", packet, 8)
     if version >> 4:
-        raise AudioInputError("invalid_opus", f"OpusHead version {version} is unknown")
+        raise InputError("invalid_opus", f"OpusHead version {version} is unknown")
     if channels not in (1, 2):
-        raise AudioInputError("unsupported_channels", "Opus audio must be mono or stereo")
+        raise InputError("unsupported_channels", "Opus audio must be mono or stereo")
     return channels, pre_skip
 
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from spacelive.audio import N_MFCC, MfccStreamer, Resampler, frame_count
-from spacelive.audio_input import AudioInputError, AudioSpec, open_input
+from spacelive.audio_input import AudioSpec, InputError, open_input
 from spacelive.controls import ControlUpdate
 from spacelive.face import Avatar, crop_to_pixels
 from spacelive.keypoints import BASIS_FILE, FLAG_ABSOLUTE, KeypointEncoder
@@ -22,15 +22,6 @@ from spacelive.timing import StageTimes
 from spacelive.video import EncodedFrame, H264Encoder
 
 log = logging.getLogger(__name__)
-
-
-class InputError(ValueError):
-    """Audio the session cannot accept; ``code`` is stable, the message says the fix."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class StreamSession:
@@ -48,10 +39,7 @@ class StreamSession:
     ):
         """output: "video" (H.264 frames) or "keypoints" (the motion, for a receiver that
         renders; needs the model directory's motion basis)."""
-        try:
-            self._input = open_input(audio)
-        except AudioInputError as exc:
-            raise InputError(exc.code, exc.message) from None
+        self._input = open_input(audio)
         try:
             self._resampler = Resampler(self._input.sample_rate)
         except ValueError as exc:
@@ -92,18 +80,11 @@ class StreamSession:
         """One audio message (as the session's AudioSpec says) -> the frames that became due."""
         self._check_open()
         t0 = time.perf_counter()
-        samples = self._decode(self._input.decode, data)
+        samples = self._input.decode(data)
         self.samples_received += samples.size
         mfcc = self._mfcc.push(self._resampler.push(samples))
         self.times.add("mfcc", time.perf_counter() - t0)
         return self._advance(mfcc)
-
-    @staticmethod
-    def _decode(fn, *args) -> np.ndarray:
-        try:
-            return fn(*args)
-        except AudioInputError as exc:
-            raise InputError(exc.code, exc.message) from None
 
     def flush(self) -> list[EncodedFrame]:
         """End of stream: every remaining frame, up to ceil(duration * 30) in total."""
@@ -112,7 +93,7 @@ class StreamSession:
             return []
         self.flushed = True
         t0 = time.perf_counter()
-        held = self._decode(self._input.finish)
+        held = self._input.finish()
         self.samples_received += held.size
         total = frame_count(self.samples_received, self.sample_rate)
         tail = self._mfcc.push(self._resampler.push(held))

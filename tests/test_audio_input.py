@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from spacelive.audio_input import (
     OPUS_RATE,
-    AudioInputError,
     AudioSpec,
+    InputError,
     OggOpusInput,
     open_input,
 )
@@ -73,7 +73,7 @@ def test_an_opus_stream_is_about_its_bitrate():
     ],
 )
 def test_bad_ogg_streams_are_refused_with_a_reason(data, words):
-    with pytest.raises(AudioInputError, match=words) as info:
+    with pytest.raises(InputError, match=words) as info:
         _decode_ogg(data, [])
     assert info.value.code == "invalid_opus"
 
@@ -81,20 +81,20 @@ def test_bad_ogg_streams_are_refused_with_a_reason(data, words):
 def test_a_truncated_ogg_stream_is_refused_at_the_end():
     decoder = OggOpusInput()
     decoder.decode(OGG[: len(OGG) - 100])
-    with pytest.raises(AudioInputError, match="ended inside a page"):
+    with pytest.raises(InputError, match="ended inside a page"):
         decoder.finish()
 
 
 def test_bad_opus_packets_are_refused():
     decoder = open_input(AudioSpec("opus", OPUS_RATE, 1, "packets", 0))
-    with pytest.raises(AudioInputError, match="empty Opus packet"):
+    with pytest.raises(InputError, match="empty Opus packet"):
         decoder.decode(b"")
-    with pytest.raises(AudioInputError, match="could not be decoded") as info:
+    with pytest.raises(InputError, match="could not be decoded") as info:
         decoder.decode(OGG[:200])  # Ogg bytes declared as packets
     assert info.value.code == "invalid_opus"
 
 
 def test_opus_must_be_declared_at_48k():
-    with pytest.raises(AudioInputError, match="48000") as info:
+    with pytest.raises(InputError, match="48000") as info:
         open_input(AudioSpec("opus", 16_000))
     assert info.value.code == "unsupported_sample_rate"

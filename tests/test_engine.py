@@ -6,8 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spacelive.audio import frame_count, pcm_s16le
-from spacelive.audio_input import AudioSpec
-from spacelive.session import InputError
+from spacelive.audio_input import AudioSpec, InputError
 from tests.conftest import speechlike
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from spacelive.audio import frame_count
-from spacelive.audio_input import AudioSpec
+from spacelive.audio_input import AudioSpec, InputError
 from spacelive.client.keypoints import KeypointReceiver, fetch_avatar_image
 from spacelive.client.stream import Uplink, stream_audio
 from spacelive.controls import ControlUpdate
@@ -22,7 +22,6 @@ from spacelive.keypoints import (
     KeypointEncoder,
 )
 from spacelive.motion import frontal_mesh, head_poses
-from spacelive.session import InputError
 from tests.conftest import LiveServer, speechlike
 
 

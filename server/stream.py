@@ -138,11 +138,12 @@ class _Connection:
                     f"no avatar {start.avatar_id!r}; upload the portrait with POST /v1/avatars "
                     "or send it inline as start.portrait",
                 )
+        audio = start.audio.spec()
         try:
             self.session = await self._work(
                 handler.engine.open_session,
                 avatar,
-                start.audio.spec(),
+                audio,
                 start.controls.update(),
                 start.seed,
                 start.output,
@@ -156,7 +157,7 @@ class _Connection:
             ready_event(
                 self.session_id,
                 avatar,
-                start.audio.spec(),
+                audio,
                 handler.engine.motion.lookahead,
                 handler.engine.motion.stages.motion_basis if start.output == "keypoints" else None,
             )

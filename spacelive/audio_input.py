@@ -87,7 +87,7 @@ class PcmInput:
         return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
 
     def finish(self) -> np.ndarray:
-        return np.zeros(0, np.float32)
+        return _EMPTY
 
 
 class OpusPacketInput:
@@ -244,9 +244,7 @@ def _opus_head(packet: bytes) -> tuple[int, int]:
     version, channels, pre_skip = struct.unpack_from("<BBH", packet, 8)
     if version >> 4:
         raise InputError("invalid_opus", f"OpusHead version {version} is unknown")
-    if channels not in (1, 2):
-        raise InputError("unsupported_channels", "Opus audio must be mono or stereo")
-    return channels, pre_skip
+    return channels, pre_skip  # OpusPacketInput refuses what it cannot decode
 
 
 _EMPTY = np.zeros(0, np.float32)

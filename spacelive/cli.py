@@ -357,6 +357,17 @@ def _pose_track_json(path: Path) -> dict:
         raise SystemExit(f"--pose: {exc}") from None
 
 
+def _add_stream_options(parser) -> None:
+    """What every streaming client command takes: where, what to send, where to write."""
+    parser.add_argument("url", help="websocket address, e.g. ws://127.0.0.1:8000/v1/stream")
+    parser.add_argument("--image", help="portrait (default: the server's default avatar)")
+    parser.add_argument("--audio", required=True)
+    parser.add_argument("-o", "--output", required=True, help="MP4 to write")
+    parser.add_argument("--realtime", action="store_true", help="pace the audio in real time")
+    parser.add_argument("--stats", help="write latency, fps and bitrate statistics JSON here")
+    _add_control_options(parser)
+
+
 def _add_control_options(parser) -> None:
     parser.add_argument("--emotion", help="e.g. happy=0.7,surprised=0.3 (each in [0, 1])")
     parser.add_argument(
@@ -485,16 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_cmd_serve)
 
     stream = sub.add_parser("stream", help="stream a WAV to a server and record the result")
-    stream.add_argument("url", help="websocket address, e.g. ws://127.0.0.1:8000/v1/stream")
-    stream.add_argument("--image", help="portrait (default: the server's default avatar)")
-    stream.add_argument("--audio", required=True)
-    stream.add_argument("-o", "--output", required=True, help="MP4 to write")
-    stream.add_argument("--realtime", action="store_true", help="pace 20 ms chunks in real time")
-    stream.add_argument("--stats", help="write latency/fps statistics JSON here")
+    _add_stream_options(stream)
     stream.add_argument(
         "--opus", type=int, metavar="BITS_PER_S", help="send Opus packets at this bitrate, not PCM"
     )
-    _add_control_options(stream)
     stream.set_defaults(run=_cmd_stream)
 
     client = sub.add_parser("client", help="reference clients")
@@ -502,13 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     keypoints = client_sub.add_parser(
         "render-keypoints", help="stream a WAV in keypoint mode and render the video locally"
     )
-    keypoints.add_argument("url", help="websocket address, e.g. ws://127.0.0.1:8000/v1/stream")
-    keypoints.add_argument("--image", help="portrait (default: the server's default avatar)")
-    keypoints.add_argument("--audio", required=True)
-    keypoints.add_argument("-o", "--output", required=True, help="MP4 to write")
-    keypoints.add_argument("--realtime", action="store_true", help="pace audio in real time")
-    keypoints.add_argument("--stats", help="write bitrate/latency statistics JSON here")
-    _add_control_options(keypoints)
+    _add_stream_options(keypoints)
     keypoints.set_defaults(run=_cmd_client_render_keypoints)
 
     render = sub.add_parser("render", help="render offline, without a server")

@@ -114,18 +114,27 @@ class Motion(Protocol):
     expression: np.ndarray
 
 
-class KeypointEncoder:
-    """One session's frames -> keypoint message payloads."""
+class _Coder:
+    """What both ends hold: the basis (in float64, cast once) and the last frame's values."""
 
     def __init__(self, basis: MotionBasis):
         self.basis = basis
+        self._mean = basis.mean.astype(np.float64)
+        self._components = basis.components.astype(np.float64)
         self._previous = np.zeros(POSE_VALUES + len(basis.components), np.int64)
+
+    def _expand(self, quantized: np.ndarray) -> np.ndarray:
+        """(1434,) float64 expression from quantized coefficients, as both ends compute it."""
+        return self._mean + (quantized * COEFFICIENT_UNIT) @ self._components
+
+
+class KeypointEncoder(_Coder):
+    """One session's frames -> keypoint message payloads."""
 
     def encode(self, frame: "Motion") -> tuple[int, bytes]:
         """One frame's motion (a ``spacelive.motion.FrameMotion``) -> (flags, payload)."""
-        b = self.basis
         expression = np.asarray(frame.expression, np.float64).reshape(-1)
-        coefficients = b.components @ (expression - b.mean)
+        coefficients = self._components @ (expression - self._mean)
         values = np.concatenate(
             [
                 np.round(np.asarray(frame.pose, np.float64) / POSE_UNIT),
@@ -140,7 +149,7 @@ class KeypointEncoder:
             _put_varint(out, _zigzag(int(v)))
         self._previous = values
         # Corrections where the (quantized) basis misses by more than the tolerance.
-        held = _expand(b, values[POSE_VALUES:])
+        held = self._expand(values[POSE_VALUES:])
         residual = expression - held
         where = np.flatnonzero(np.abs(residual) > TOLERANCE)
         _put_varint(out, len(where))
@@ -152,12 +161,8 @@ class KeypointEncoder:
         return flags, bytes(out)
 
 
-class KeypointDecoder:
+class KeypointDecoder(_Coder):
     """Keypoint message payloads -> KeypointFrame, in order."""
-
-    def __init__(self, basis: MotionBasis):
-        self.basis = basis
-        self._previous = np.zeros(POSE_VALUES + len(basis.components), np.int64)
 
     def decode(self, frame_index: int, flags: int, payload: bytes) -> KeypointFrame:
         if flags & FLAG_ABSOLUTE:
@@ -167,7 +172,7 @@ class KeypointDecoder:
             [_unzigzag(reader.varint()) for _ in range(len(self._previous))], np.int64
         )
         self._previous = values
-        expression = _expand(self.basis, values[POSE_VALUES:])
+        expression = self._expand(values[POSE_VALUES:])
         last = -1
         for _ in range(reader.varint()):
             last += reader.varint() + 1
@@ -181,12 +186,6 @@ class KeypointDecoder:
             (values[:POSE_VALUES] * POSE_UNIT).astype(np.float32),
             expression.reshape(MESH_POINTS, 3).astype(np.float32),
         )
-
-
-def _expand(basis: MotionBasis, quantized: np.ndarray) -> np.ndarray:
-    """(1434,) float64 expression from quantized coefficients, as both ends compute it."""
-    coefficients = quantized.astype(np.float64) * COEFFICIENT_UNIT
-    return basis.mean.astype(np.float64) + coefficients @ basis.components.astype(np.float64)
 
 
 def _zigzag(v: int) -> int:

@@ -105,12 +105,8 @@ class MotionModel:
             l2l_c=np.zeros(st.input_shape("l2l", "c", 1), np.float32),
             keypoints=avatar.kp_source[None].astype(np.float32),
             frontal_source=frontal_mesh(avatar),
-            transfer=self._transfer(avatar) if self.l2l_placeholder else None,
+            transfer=frontal_transfer(avatar) if self.l2l_placeholder else None,
         )
-
-    @staticmethod
-    def _transfer(avatar: Avatar) -> DenseTransfer:
-        return frontal_transfer(avatar)
 
     def run(self, state: MotionState, mfcc: np.ndarray) -> list[FrameMotion]:
         """A whole known stream at once: every frame of mfcc (T, 40), lookahead flushed."""

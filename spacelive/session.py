@@ -136,21 +136,19 @@ class StreamSession:
     def _render(self, motion: FrameMotion) -> EncodedFrame:
         if motion.frame_index != self.frames_produced:
             raise RuntimeError(f"frame {motion.frame_index} out of order")
-        if self._keypoints is not None:
-            t0 = time.perf_counter()
-            flags, payload = self._keypoints.encode(motion)
-            self.times.add("encode", time.perf_counter() - t0)
-            self.times.frames += 1
-            self.frames_produced += 1
-            return EncodedFrame(motion.frame_index, bool(flags & FLAG_ABSOLUTE), payload, kind=2)
-        assert self._encoder is not None
         t0 = time.perf_counter()
-        rgb = self._renderer.render(self._render_source, crop_to_pixels(motion.keypoints))
-        t1 = time.perf_counter()
-        encoded = self._encoder.encode(rgb, motion.frame_index)
-        t2 = time.perf_counter()
-        self.times.add("render", t1 - t0)
-        self.times.add("encode", t2 - t1)
+        if self._keypoints is not None:  # the receiver renders
+            flags, payload = self._keypoints.encode(motion)
+            keyframe = bool(flags & FLAG_ABSOLUTE)
+            encoded = EncodedFrame(motion.frame_index, keyframe, payload, kind=2)
+        else:
+            assert self._encoder is not None
+            rgb = self._renderer.render(self._render_source, crop_to_pixels(motion.keypoints))
+            t1 = time.perf_counter()
+            self.times.add("render", t1 - t0)
+            t0 = t1  # encoding starts
+            encoded = self._encoder.encode(rgb, motion.frame_index)
+        self.times.add("encode", time.perf_counter() - t0)
         self.times.frames += 1
         self.frames_produced += 1
         return encoded

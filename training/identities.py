@@ -52,12 +52,13 @@ DEFORMATION = 0.06
 five terms moves the face's edge by DEFORMATION / 2 at one standard deviation."""
 
 
-def _smooth_deformation(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(110, 3) displacements from a random quadratic field over the face's (x, y): longer or
-    shorter noses and chins, wider-set eyes, a higher mouth. A handful of real faces alone
-    let S2L learn each face by heart and misbehave on the next one."""
+def smooth_deformation(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(N, 3) displacements of face points (N, 3), sparse or mesh, from a random quadratic
+    field over the face's (x, y): longer or shorter noses and chins, wider-set eyes, a higher
+    mouth. A handful of real faces alone let S2L learn each face by heart and misbehave on
+    the next one."""
     x, y = face[:, 0], face[:, 1]
-    basis = np.stack([x, y, x * x, x * y, y * y], axis=1)  # (110, 5), constant terms excluded
+    basis = np.stack([x, y, x * x, x * y, y * y], axis=1)  # (N, 5), constant terms excluded
     basis /= np.maximum(np.abs(basis).max(axis=0), 1e-9)
     coefficients = rng.normal(0, DEFORMATION / 2, size=(5, 3))
     coefficients[:, 2] *= 0.5  # depth varies less
@@ -81,7 +82,7 @@ def perturb(identity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     face[MOUTH, 1] = centre[1] + lips_y * rng.uniform(0.8, 1.2)
     jaw = slice(0, 17)
     face[jaw, 0] *= rng.uniform(0.95, 1.05)
-    face += _smooth_deformation(face, rng)
+    face += smooth_deformation(face, rng)
     face += rng.normal(0, 0.004, size=(SPARSE_POINTS, 3))
     # Back to the normalization's contract: ears 2 apart.
     ears = np.linalg.norm(face[LEFT_EAR, :2] - face[RIGHT_EAR, :2])

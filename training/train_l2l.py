@@ -41,7 +41,7 @@ from spacelive.models.landmarks2latents import Landmarks2Latents
 from spacelive.models.widths import width_named
 from spacelive.runners import StageSet
 from spacelive.training.head_motion import head_motion
-from spacelive.training.identities import _smooth_deformation
+from spacelive.training.identities import smooth_deformation
 from spacelive.training.run import TrainingRun
 from spacelive.training.teacher import articulation, landmarks_from_tracks
 from spacelive.training.train_posegen import PoseUtterance, load_corpus
@@ -98,7 +98,7 @@ def perturb_face(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out = face.astype(np.float64).copy()
     out[:, 0] *= rng.uniform(0.92, 1.08)
     out[:, 1] *= rng.uniform(0.92, 1.08)
-    out += _smooth_deformation(out, rng)
+    out += smooth_deformation(out, rng)
     ears = out[MESH_TO_SPARSE[[LEFT_EAR, RIGHT_EAR]], :2]
     return (out * (2.0 / np.linalg.norm(ears[0] - ears[1]))).astype(np.float32)
 

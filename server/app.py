@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from spacelive import __version__
+from spacelive.batch import BatchEngine
 from spacelive.engine import DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.face import MAX_PORTRAIT_BYTES, FaceAnalyzer, PortraitError
 from spacelive.server.avatars import AvatarStore
@@ -44,14 +45,16 @@ def create_app(config: ServerConfig = ServerConfig()) -> FastAPI:
     async def lifespan(app: FastAPI):
         executor = ThreadPoolExecutor(config.workers, thread_name_prefix="spacelive-worker")
         engine = Engine(config.engine)
+        batch = BatchEngine(engine.motion, workers=config.workers)
         avatars = AvatarStore(FaceAnalyzer(), config.default_portrait)
         app.state.executor = executor
         app.state.avatars = avatars
-        app.state.streams = StreamHandler(engine, avatars, executor, config.max_sessions)
+        app.state.streams = StreamHandler(engine, batch, avatars, executor, config.max_sessions)
         log.info("spacelive %s ready (%s models)", __version__, engine.stages.manifest["width"])
         try:
             yield
         finally:
+            batch.close()
             executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(

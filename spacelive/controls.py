@@ -89,7 +89,7 @@ class FaceControls:
     def apply(self, update: ControlUpdate) -> None:
         """Take effect from the next frame on (ramped where a jump would pop). A value out of
         range raises ValueError and changes nothing."""
-        self._check(update)
+        self.check(update)
         self.head.apply(update.pose_mode, update.pose_track, update.live_pose)
         if update.emotion is not None:
             self._emotion_target = np.asarray(update.emotion, np.float32).reshape(len(EMOTIONS))
@@ -103,7 +103,7 @@ class FaceControls:
         if update.blink and not self._blinking():
             self._blink_start = self._frame
 
-    def _check(self, update: ControlUpdate) -> None:
+    def check(self, update: ControlUpdate) -> None:
         """ValueError for anything out of range, before anything changes."""
         if update.emotion is not None:
             emotion = np.asarray(update.emotion, np.float32).reshape(len(EMOTIONS))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spacelive.controls import ControlUpdate, FaceControls
+from spacelive.controls import ControlUpdate, FaceControls, FrameControls
 from spacelive.eyes import pose_eyes
 from spacelive.face import Avatar, normalize_landmarks, pose_landmarks, rotation_from_angles
 from spacelive.landmarks import JAW, MOUTH, POSE_DIMS, closed_mouth
@@ -120,17 +120,116 @@ class MotionModel:
         return out
 
     def step(
-        self, states: list[MotionState], mfcc: np.ndarray, times: StageTimes | None = None
+        self,
+        states: list[MotionState],
+        mfcc: np.ndarray,
+        times: StageTimes | None = None,
+        errors: dict[int, Exception] | None = None,
     ) -> list[FrameMotion | None]:
         """Feed one MFCC frame (row i of mfcc (B, 40)) to each of B sessions.
 
         Returns, per session, the motion of the frame that became due (frame
         mfcc_index - lookahead), or None while the lookahead is filling or past the end.
         ``times``, if given, accumulates seconds per stage.
+
+        Rows never mix: each session's result is exactly what stepping it alone gives. A
+        session whose step fails is left out, its state as it was: with ``errors`` given, its
+        exception lands in ``errors[i]`` and the others go on; without, it is raised. The
+        stages run on the whole batch and nothing is written to a state until every stage has
+        run, so a failing batch is simply stepped again row by row.
         """
-        st = self.stages
         clock = _Clock(times)
-        encoded = st.audio_encoder.run(
+        try:
+            encoded = self._encode(states, mfcc)
+            clock.lap("audio_encoder")
+            positions = [s.mfcc_index - self.lookahead for s in states]
+            due = [i for i, s in enumerate(states) if 0 <= positions[i] < s.frame_count]
+            rows = [states[i] for i in due]
+            audio = encoded["audio"][due]
+            pose = self._posegen(rows, audio) if due else {}
+            clock.lap("posegen")
+        except Exception as exc:
+            if len(states) > 1:
+                return self._row_by_row(states, mfcc, times, errors)
+            self._failed(0, errors, exc)
+            return [None]
+
+        # Each session's pose mode picks this frame's pose (PoseGen's, its own, a track's...).
+        # This moves the controls on (ramps, blinks): from here a session is stepped at most
+        # once more, alone if the batch fails.
+        now: list[FrameControls] = []
+        advanced = []
+        for j, i in enumerate(due):
+            try:
+                now.append(states[i].controls.advance(pose["pose"][j]))
+                advanced.append(j)
+            except Exception as exc:
+                self._failed(i, errors, exc)
+        face: dict[int, tuple[dict, dict, np.ndarray, np.ndarray]] = {}
+        keep = [due[j] for j in advanced]
+        if keep:
+            try:
+                rows_out = self._face([states[i] for i in keep], audio[advanced], now, clock)
+                face.update(zip(keep, rows_out, strict=True))
+            except Exception as exc:
+                if len(keep) == 1:
+                    self._failed(keep[0], errors, exc)
+                else:
+                    for k, i in enumerate(keep):
+                        try:
+                            (face[i],) = self._face(
+                                [states[i]],
+                                audio[advanced[k] : advanced[k] + 1],
+                                now[k : k + 1],
+                                clock,
+                            )
+                        except Exception as single:
+                            self._failed(i, errors, single)
+
+        results: list[FrameMotion | None] = [None] * len(states)
+        for j, i in enumerate(due):
+            if i not in face:
+                continue
+            s = states[i]
+            s2l, l2l, spoken, frontal = face[i]
+            s.landmarks, s.s2l_h, s.s2l_c = s2l["landmarks"], s2l["new_h"], s2l["new_c"]
+            s.pose = pose["pose"][j : j + 1]
+            s.pose_h, s.pose_c = pose["new_h"][:, j : j + 1], pose["new_c"][:, j : j + 1]
+            s.keypoints, s.l2l_h, s.l2l_c = l2l["kp"], l2l["new_h"], l2l["new_c"]
+            results[i] = FrameMotion(
+                frame_index=positions[i],
+                landmarks=spoken,
+                pose=now[advanced.index(j)].pose,
+                keypoints=s.keypoints[0],
+                expression=frontal - s.frontal_source,
+            )
+        failed_due = {i for i in due if i not in face}
+        for i, s in enumerate(states):
+            if i in failed_due:
+                continue
+            s.caches = [encoded[f"new_{n}"][i : i + 1] for n in self._cache_names]
+            s.mfcc_index += 1
+        return results
+
+    def _row_by_row(self, states, mfcc, times, errors) -> list[FrameMotion | None]:
+        results: list[FrameMotion | None] = []
+        for i, s in enumerate(states):
+            alone: dict[int, Exception] = {}
+            (frame,) = self.step([s], mfcc[i : i + 1], times, alone)
+            if alone:
+                self._failed(i, errors, alone[0])
+            results.append(frame)
+        return results
+
+    @staticmethod
+    def _failed(i: int, errors: dict[int, Exception] | None, exc: Exception) -> None:
+        """Record session i's failure in ``errors``, or raise it when there is none."""
+        if errors is None:
+            raise exc
+        errors[i] = exc
+
+    def _encode(self, states: list[MotionState], mfcc: np.ndarray) -> dict[str, np.ndarray]:
+        return self.stages.audio_encoder.run(
             {
                 "mfcc": np.ascontiguousarray(mfcc, dtype=np.float32),
                 "frame_index": np.array([s.mfcc_index for s in states], np.int64),
@@ -141,23 +240,9 @@ class MotionModel:
                 },
             }
         )
-        clock.lap("audio_encoder")
-        positions = []
-        for row, s in enumerate(states):
-            s.caches = [encoded[f"new_{n}"][row : row + 1] for n in self._cache_names]
-            positions.append(s.mfcc_index - self.lookahead)
-            s.mfcc_index += 1
-        due = [
-            i
-            for i, (p, s) in enumerate(zip(positions, states, strict=True))
-            if 0 <= p < s.frame_count
-        ]
-        results: list[FrameMotion | None] = [None] * len(states)
-        if not due:
-            return results
-        rows = [states[i] for i in due]
-        audio = encoded["audio"][due]
-        pose = st.posegen.run(
+
+    def _posegen(self, rows: list[MotionState], audio: np.ndarray) -> dict[str, np.ndarray]:
+        return self.stages.posegen.run(
             {
                 "audio": audio,
                 "z": np.concatenate([s.z for s in rows]),
@@ -166,18 +251,27 @@ class MotionModel:
                 "c": np.concatenate([s.pose_c for s in rows], axis=1),
             }
         )
-        clock.lap("posegen")
-        # Each session's pose mode picks this frame's pose (PoseGen's, its own, a track's...).
-        now = [s.controls.advance(pose["pose"][j]) for j, s in enumerate(rows)]
+
+    def _face(
+        self,
+        rows: list[MotionState],
+        audio: np.ndarray,
+        now: list[FrameControls],
+        clock: "_Clock",
+    ) -> list[tuple[dict, dict, np.ndarray, np.ndarray]]:
+        """S2L, the face controls, posing and L2L for the due rows; writes no state. Per row:
+        (S2L outputs, L2L outputs (batch axes of 1), spoken landmarks (110, 3), frontal
+        keypoints (478, 3))."""
+        st = self.stages
         head = np.stack([c.pose for c in now])
         emotion = np.stack([c.emotion for c in now])
-        first = np.array([positions[i] == 0 for i in due], np.float32)
-
+        first = np.array([s.mfcc_index == self.lookahead for s in rows], np.float32)
+        rest = np.concatenate([s.speech_rest for s in rows])
         s2l = st.s2l.run(
             {
                 "audio": audio,
                 "previous": np.concatenate([s.landmarks for s in rows]),
-                "landmarks0": np.concatenate([s.speech_rest for s in rows]),
+                "landmarks0": rest,
                 "emotion": emotion,
                 "h": np.concatenate([s.s2l_h for s in rows], axis=1),
                 "c": np.concatenate([s.s2l_c for s in rows], axis=1),
@@ -185,7 +279,7 @@ class MotionModel:
             }
         )
         clock.lap("s2l")
-        speech = s2l["landmarks"] - np.concatenate([s.speech_rest for s in rows])
+        speech = s2l["landmarks"] - rest
         mouth_scale = np.array([c.mouth_scale for c in now], np.float32)[:, None, None]
         speech[:, MOUTH_AND_JAW] *= mouth_scale  # the mouth-scale control; 1 keeps S2L's
         spoken = np.concatenate([s.avatar.landmarks0[None] for s in rows]) + speech
@@ -193,14 +287,12 @@ class MotionModel:
             if c.closure > 0 or c.gaze.any():
                 spoken[j] = pose_eyes(spoken[j], c.closure, c.gaze)
         head_pose = head_poses([s.avatar for s in rows], head)
-        posed = pose_landmarks(spoken, *head_pose)
         if self.l2l_placeholder:
             frontal = np.concatenate(
                 [_transfer_of(s).apply(spoken[j : j + 1]) for j, s in enumerate(rows)]
             )
-            keypoints = pose_landmarks(frontal, *head_pose)
             l2l = {
-                "kp": keypoints,
+                "kp": pose_landmarks(frontal, *head_pose),
                 "new_h": np.concatenate([s.l2l_h for s in rows], axis=1),
                 "new_c": np.concatenate([s.l2l_c for s in rows], axis=1),
             }
@@ -208,7 +300,7 @@ class MotionModel:
             l2l = st.l2l.run(
                 {
                     "audio": audio,
-                    "landmarks": posed,
+                    "landmarks": pose_landmarks(spoken, *head_pose),
                     "kp_source": np.stack([s.avatar.kp_source for s in rows]),
                     "previous": np.concatenate([s.keypoints for s in rows]),
                     "emotion": emotion,
@@ -217,25 +309,23 @@ class MotionModel:
                     "first": first,
                 }
             )
-        clock.lap("l2l")
-        if not self.l2l_placeholder:
             frontal = unpose_landmarks(l2l["kp"], *head_pose)
-        for j, i in enumerate(due):
-            s = states[i]
-            s.landmarks = s2l["landmarks"][j : j + 1]
-            s.s2l_h, s.s2l_c = s2l["new_h"][:, j : j + 1], s2l["new_c"][:, j : j + 1]
-            s.pose = pose["pose"][j : j + 1]
-            s.pose_h, s.pose_c = pose["new_h"][:, j : j + 1], pose["new_c"][:, j : j + 1]
-            s.keypoints = l2l["kp"][j : j + 1]
-            s.l2l_h, s.l2l_c = l2l["new_h"][:, j : j + 1], l2l["new_c"][:, j : j + 1]
-            results[i] = FrameMotion(
-                frame_index=positions[i],
-                landmarks=spoken[j],
-                pose=head[j],
-                keypoints=s.keypoints[0],
-                expression=frontal[j] - s.frontal_source,
+        clock.lap("l2l")
+        return [
+            (
+                {
+                    k: s2l[k][j : j + 1] if k == "landmarks" else s2l[k][:, j : j + 1]
+                    for k in ("landmarks", "new_h", "new_c")
+                },
+                {
+                    k: l2l[k][j : j + 1] if k == "kp" else l2l[k][:, j : j + 1]
+                    for k in ("kp", "new_h", "new_c")
+                },
+                spoken[j],
+                frontal[j],
             )
-        return results
+            for j in range(len(rows))
+        ]
 
 
 def frontal_mesh(avatar: Avatar) -> np.ndarray:

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
+from spacelive.dequantize import dequantize, is_quantized
 from spacelive.keypoints import BASIS_FILE, MotionBasis
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,10 @@ class StageRunner:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = path
-        self.session = ort.InferenceSession(str(path), options, providers=wanted)
+        model = onnx.load(str(path))
+        if is_quantized(model):  # rows of a batch must not share a quantization scale
+            model = dequantize(model)
+        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=wanted)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 

@@ -16,7 +16,7 @@ from spacelive.audio_input import AudioSpec, InputError, open_input
 from spacelive.controls import ControlUpdate
 from spacelive.face import Avatar, crop_to_pixels
 from spacelive.keypoints import BASIS_FILE, FLAG_ABSOLUTE, KeypointEncoder
-from spacelive.motion import FrameMotion, MotionModel
+from spacelive.motion import FrameMotion, MotionModel, MotionState
 from spacelive.renderer import Renderer
 from spacelive.timing import StageTimes
 from spacelive.video import EncodedFrame, H264Encoder
@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 
 
 class StreamSession:
-    """One client's stream. Not thread-safe: call it from one thread at a time."""
+    """One client's stream. Its three parts may run on three threads, each part from one
+    thread at a time: the input (``decode``, ``finish``), the motion state (stepped, and
+    ``control``), and the output (``render``). ``feed`` and ``flush`` run all three here."""
 
     def __init__(
         self,
@@ -76,34 +78,58 @@ class StreamSession:
     def closed(self) -> bool:
         return self._closed
 
-    def feed(self, data: bytes) -> list[EncodedFrame]:
-        """One audio message (as the session's AudioSpec says) -> the frames that became due."""
+    @property
+    def motion_state(self) -> MotionState:
+        """The recurrent state that ``MotionModel.step`` advances."""
+        return self._state
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """One audio message (as the session's AudioSpec says) -> its MFCC rows (n, 40), to be
+        stepped in order (``feed`` does it here; the server's ``BatchEngine`` batches them)."""
         self._check_open()
         t0 = time.perf_counter()
         samples = self._input.decode(data)
         self.samples_received += samples.size
         mfcc = self._mfcc.push(self._resampler.push(samples))
         self.times.add("mfcc", time.perf_counter() - t0)
-        return self._advance(mfcc)
+        return mfcc
 
-    def flush(self) -> list[EncodedFrame]:
-        """End of stream: every remaining frame, up to ceil(duration * 30) in total."""
+    def finish(self) -> tuple[np.ndarray, int]:
+        """End of stream: the last MFCC rows (n, 40) and the stream's frame count, which the
+        state must know before they are stepped (it masks the lookahead past the end).
+
+        The rows are the audio's tail, then zero rows that drive the encoder's lookahead out:
+        stepping them all yields every remaining frame, ceil(duration * 30) in total.
+        """
         self._check_open()
         if self.flushed:
-            return []
+            return np.zeros((0, N_MFCC), np.float32), int(self._state.frame_count)
         self.flushed = True
         t0 = time.perf_counter()
         held = self._input.finish()
         self.samples_received += held.size
         total = frame_count(self.samples_received, self.sample_rate)
-        tail = self._mfcc.push(self._resampler.push(held))
-        tail = np.concatenate([tail, self._mfcc.push(self._resampler.finish())])
-        rest = self._mfcc.finish(total)
+        rows = [
+            self._mfcc.push(self._resampler.push(held)),
+            self._mfcc.push(self._resampler.finish()),
+            self._mfcc.finish(total),
+            np.zeros((self._motion.lookahead, N_MFCC), np.float32),
+        ]
         self.times.add("mfcc", time.perf_counter() - t0)
-        frames = self._advance(np.concatenate([tail, rest]))
+        return np.concatenate(rows), total
+
+    def feed(self, data: bytes) -> list[EncodedFrame]:
+        """One audio message -> the frames that became due, stepped here alone."""
+        return self._advance(self.decode(data))
+
+    def flush(self) -> list[EncodedFrame]:
+        """End of stream: every remaining frame, up to ceil(duration * 30) in total."""
+        if self.flushed:
+            self._check_open()
+            return []
+        rows, total = self.finish()
         self._state.frame_count = np.int64(total)
-        # Zero MFCC past the end drives the encoder's lookahead out (it masks those positions).
-        frames += self._advance(np.zeros((self._motion.lookahead, N_MFCC), np.float32))
+        frames = self._advance(rows)
         if self.frames_produced != total:
             raise RuntimeError(f"stream produced {self.frames_produced} frames, expected {total}")
         return frames
@@ -130,10 +156,11 @@ class StreamSession:
         for row in mfcc:
             (motion,) = self._motion.step([self._state], row[None, :], self.times)
             if motion is not None:
-                out.append(self._render(motion))
+                out.append(self.render(motion))
         return out
 
-    def _render(self, motion: FrameMotion) -> EncodedFrame:
+    def render(self, motion: FrameMotion) -> EncodedFrame:
+        """The next frame's output (video or keypoints) from its motion; frames in order."""
         if motion.frame_index != self.frames_produced:
             raise RuntimeError(f"frame {motion.frame_index} out of order")
         t0 = time.perf_counter()

@@ -1,5 +1,6 @@
 """Per-stage timing of the frame pipeline."""
 
+import threading
 from collections import defaultdict
 
 
@@ -9,9 +10,11 @@ class StageTimes:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self.frames = 0
+        self._lock = threading.Lock()  # a session's stages may run on different threads
 
     def add(self, stage: str, seconds: float) -> None:
-        self.seconds[stage] += seconds
+        with self._lock:
+            self.seconds[stage] += seconds
 
     def per_frame_ms(self) -> dict[str, float]:
         n = max(self.frames, 1)

@@ -1,0 +1,308 @@
+"""The batched engine: one thread steps every live session together; a pool renders.
+
+Each tick gathers every session ("lane") that has audio waiting and room in its outbox, takes
+one MFCC row from each, and steps them all with one call per stage (``MotionModel.step``:
+state rows concatenated, run, split). Rows never mix, so a session's frames are byte-identical
+to stepping it alone. Each frame's motion then goes to the render pool: a lane's frames are
+rendered and encoded in order, one at a time, on whichever worker is free, while different
+lanes render in parallel (OpenCV's remap and libx264 release the GIL). One row per lane per
+tick keeps it fair: a client that uploads a minute of audio at once gets the same share as a
+microphone.
+
+Flow control, per lane:
+- ``max_unsent``: frames stepped but not yet handed to the client (``Lane.sent``). A lane at
+  the limit is not stepped until its client catches up, so a slow or stalled client only
+  delays itself; its audio waits in ``pending``.
+- ``max_pending``: MFCC rows waiting. ``Lane.has_room`` turns false beyond it, and the server
+  stops reading that client's socket (TCP backpressure) until it is true again.
+Nothing is dropped: every H.264 frame depends on the one before. The server ends a session
+whose client stays stalled (``spacelive.server.stream``).
+
+A lane whose step or render fails is failed alone (``Lane.error``); the others go on.
+"""
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from spacelive.controls import ControlUpdate
+from spacelive.motion import FrameMotion, MotionModel
+from spacelive.session import StreamSession
+from spacelive.timing import StageTimes
+from spacelive.video import EncodedFrame
+
+log = logging.getLogger(__name__)
+
+MAX_UNSENT = 16  # frames (about half a second)
+MAX_PENDING = 150  # MFCC rows (5 s of audio)
+
+
+class ControlError(ValueError):
+    """A queued control update that its session refused when it came to apply it."""
+
+
+class Lane:
+    """One session inside the batched engine. ``notify`` is called (from engine threads)
+    whenever the lane changes: frames ready, rows consumed, failed."""
+
+    def __init__(self, engine: "BatchEngine", session: StreamSession, notify: Callable[[], object]):
+        self.session = session
+        self._engine = engine
+        self._notify = notify
+        # MFCC rows (40,) with the frame count to set first (or None), and control updates,
+        # in the order the client sent them.
+        self._pending: deque[tuple[np.ndarray, int | None] | ControlUpdate] = deque()
+        self.pending_rows = 0
+        self.unsent = 0  # stepped, not yet sent: rendering, rendered, or in the outbox
+        self._to_render: deque[FrameMotion] = deque()
+        self._outbox: deque[EncodedFrame] = deque()
+        self._rendering = False
+        self.error: Exception | None = None
+        self.closed = False
+
+    @property
+    def has_room(self) -> bool:
+        """Whether the engine wants more audio for this lane now."""
+        return self.pending_rows < self._engine.max_pending
+
+    @property
+    def idle(self) -> bool:
+        """Everything submitted has been stepped, rendered and taken."""
+        with self._engine._lock:
+            return not self._pending and self.unsent == 0 and not self._outbox
+
+    def take_frames(self) -> list[EncodedFrame]:
+        """The frames rendered so far, in order (then ``sent`` once they are on their way)."""
+        with self._engine._lock:
+            frames = list(self._outbox)
+            self._outbox.clear()
+        return frames
+
+    def sent(self, n: int) -> None:
+        """The client has taken ``n`` more frames: room for the engine to step again."""
+        with self._engine._lock:
+            self.unsent -= n
+            self._engine._wake.notify()
+
+    def _changed(self) -> None:
+        try:
+            self._notify()
+        except Exception:  # the listener's loop may be gone
+            log.debug("lane notify failed", exc_info=True)
+
+
+class BatchEngine:
+    """Steps every attached session in one batch per tick; renders on ``workers`` threads."""
+
+    def __init__(
+        self,
+        motion: MotionModel,
+        workers: int = 2,
+        max_unsent: int = MAX_UNSENT,
+        max_pending: int = MAX_PENDING,
+    ):
+        self.motion = motion
+        self.max_unsent = max_unsent
+        self.max_pending = max_pending
+        self.times = StageTimes()  # the motion stages, per tick; ``ticks`` and ``rows`` below
+        self.ticks = 0
+        self.rows = 0
+        self._lanes: list[Lane] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._stepping = threading.Lock()  # held while states are stepped or controlled
+        self._stopping = False
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="spacelive-render")
+        self._thread = threading.Thread(target=self._run, name="spacelive-engine", daemon=True)
+        self._thread.start()
+
+    # -- lanes ------------------------------------------------------------------------------
+
+    def attach(self, session: StreamSession, notify: Callable[[], object] = lambda: None) -> Lane:
+        lane = Lane(self, session, notify)
+        with self._lock:
+            self._lanes.append(lane)
+        return lane
+
+    def submit(self, lane: Lane, mfcc: np.ndarray, frame_count: int | None = None) -> None:
+        """Queue MFCC rows (n, 40) for ``lane``; ``frame_count``, if given, is set on the
+        state before the first of them is stepped (``StreamSession.finish``)."""
+        with self._lock:
+            if lane.closed or lane.error is not None:
+                return
+            for k, row in enumerate(mfcc):
+                lane._pending.append((row, frame_count if k == 0 else None))
+            lane.pending_rows += len(mfcc)
+            self._wake.notify()
+
+    def control(self, lane: Lane, update: ControlUpdate) -> None:
+        """Apply ``update`` after the rows submitted before it, from the next frame on (as
+        ``StreamSession.control`` does). Raises ValueError for values out of range, changing
+        nothing."""
+        lane.session.motion_state.controls.check(update)
+        with self._lock:
+            if lane.closed or lane.error is not None:
+                return
+            lane._pending.append(update)
+            self._wake.notify()
+
+    def detach(self, lane: Lane) -> None:
+        """Stop stepping ``lane`` and close its session (once its render in flight ends)."""
+        with self._lock:
+            if lane.closed:
+                return
+            lane.closed = True
+            self._lanes.remove(lane)
+            lane._pending.clear()
+            lane._to_render.clear()
+            lane._outbox.clear()
+            rendering = lane._rendering
+        if not rendering:
+            lane.session.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._wake.notify_all()
+        self._thread.join()
+        for lane in list(self._lanes):
+            self.detach(lane)
+        self._pool.shutdown(wait=True)
+
+    @property
+    def lanes(self) -> int:
+        with self._lock:
+            return len(self._lanes)
+
+    # -- the tick ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopping and not (batch := self._gather()):
+                    self._wake.wait()
+                if self._stopping:
+                    return
+            try:
+                self._tick(batch)
+            except Exception:  # MotionModel.step isolates sessions; this is a bug here
+                log.exception("engine tick failed")
+                for turn in batch:
+                    self._fail(turn.lane, RuntimeError("the engine failed"))
+
+    def _gather(self) -> list["_Turn"]:
+        """Under the lock: from every lane with room for a frame, the control updates queued
+        before its next row, and that row (if it has one)."""
+        batch = []
+        for lane in self._lanes:
+            if not lane._pending or lane.error is not None or lane.unsent >= self.max_unsent:
+                continue
+            turn = _Turn(lane)
+            while lane._pending and isinstance(lane._pending[0], ControlUpdate):
+                turn.controls.append(lane._pending.popleft())  # type: ignore[arg-type]
+            if lane._pending:
+                turn.row, turn.frame_count = lane._pending.popleft()  # type: ignore[misc]
+                lane.pending_rows -= 1
+            batch.append(turn)
+        return batch
+
+    def _tick(self, turns: list["_Turn"]) -> None:
+        times = StageTimes()
+        errors: dict[int, Exception] = {}
+        with self._stepping:
+            batch = []
+            for turn in turns:
+                try:
+                    for update in turn.controls:
+                        turn.lane.session.control(update)
+                except ValueError as exc:
+                    self._fail(turn.lane, ControlError(str(exc)))
+                    continue
+                if turn.row is not None:
+                    batch.append(turn)
+                    if turn.frame_count is not None:
+                        turn.lane.session.motion_state.frame_count = np.int64(turn.frame_count)
+            if not batch:
+                return
+            states = [turn.lane.session.motion_state for turn in batch]
+            mfcc = np.stack([turn.row for turn in batch if turn.row is not None])
+            motions = self.motion.step(states, mfcc, times, errors)
+        share = 1.0 / len(batch)
+        for stage, seconds in times.seconds.items():
+            self.times.add(stage, seconds)
+            for turn in batch:
+                turn.lane.session.times.add(stage, seconds * share)
+        self.ticks += 1
+        self.rows += len(batch)
+        for k, turn in enumerate(batch):
+            lane = turn.lane
+            if k in errors:
+                log.error("session step failed", exc_info=errors[k])
+                self._fail(lane, errors[k])
+                continue
+            motion = motions[k]
+            if motion is not None:
+                with self._lock:
+                    if lane.closed:
+                        continue
+                    lane.unsent += 1
+                    lane._to_render.append(motion)
+                    self._schedule(lane)
+            lane._changed()
+
+    # -- rendering --------------------------------------------------------------------------
+
+    def _schedule(self, lane: Lane) -> None:
+        """Under the lock: start the lane's next render unless one is in flight."""
+        if not lane._rendering and lane._to_render:
+            lane._rendering = True
+            self._pool.submit(self._render_next, lane)
+
+    def _render_next(self, lane: Lane) -> None:
+        with self._lock:
+            motion = lane._to_render.popleft() if not lane.closed and lane._to_render else None
+        frame = None
+        if motion is not None:
+            try:
+                frame = lane.session.render(motion)
+            except Exception as exc:
+                log.exception("session render failed")
+                self._fail(lane, exc)
+        with self._lock:
+            lane._rendering = False
+            if lane.closed:
+                close = True
+            else:
+                close = False
+                if frame is not None:
+                    lane._outbox.append(frame)
+                if lane.error is None:
+                    self._schedule(lane)  # one frame per job: lanes take turns on the pool
+        if close:
+            lane.session.close()
+        elif frame is not None:
+            lane._changed()
+
+    def _fail(self, lane: Lane, exc: Exception) -> None:
+        with self._lock:
+            if lane.error is None:
+                lane.error = exc
+            lane._pending.clear()
+            lane._to_render.clear()
+        lane._changed()
+
+
+class _Turn:
+    """What one tick does for one lane."""
+
+    __slots__ = ("lane", "controls", "row", "frame_count")
+
+    def __init__(self, lane: Lane):
+        self.lane = lane
+        self.controls: list[ControlUpdate] = []
+        self.row: np.ndarray | None = None
+        self.frame_count: int | None = None

@@ -1,0 +1,169 @@
+"""The batched engine: frames byte-identical to stepping alone, slow clients delay only
+themselves, a failing session fails alone, controls keep their place in the stream."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from spacelive.audio import pcm_s16le
+from spacelive.audio_input import AudioSpec
+from spacelive.batch import BatchEngine
+from spacelive.controls import EMOTIONS, ControlUpdate
+from spacelive.engine import Engine
+from tests.conftest import speechlike
+
+
+def emotion(name: str, intensity: float) -> np.ndarray:
+    vector = np.zeros(len(EMOTIONS), np.float32)
+    vector[EMOTIONS.index(name)] = intensity
+    return vector
+
+
+def streams(seconds=(1.2, 0.8, 1.5)):
+    """Per session: (seed, controls, PCM chunks of 20 ms)."""
+    out = []
+    for k, s in enumerate(seconds):
+        pcm = pcm_s16le(speechlike(s, seed=20 + k))
+        controls = ControlUpdate(emotion=emotion("happy", 0.3 * k), blinks_per_minute=30.0)
+        out.append((k, controls, [pcm[i : i + 640] for i in range(0, len(pcm), 640)]))
+    return out
+
+
+def alone(engine, avatar, seed, controls, chunks, control_at=None):
+    session = engine.open_session(avatar, AudioSpec(), controls, seed)
+    frames = []
+    for i, chunk in enumerate(chunks):
+        if control_at is not None and i == control_at[0]:
+            session.control(control_at[1])
+        frames += session.feed(chunk)
+    frames += session.flush()
+    session.close()
+    return [f.data for f in frames]
+
+
+class Collector:
+    """A client of one lane: takes its frames as they come (or, stalled, never)."""
+
+    def __init__(self, batch: BatchEngine, session, stalled=False):
+        self.changed = threading.Event()
+        self.lane = batch.attach(session, self.changed.set)
+        self.frames: list[bytes] = []
+        self.stalled = stalled
+
+    def pump(self) -> None:
+        if not self.stalled:
+            frames = self.lane.take_frames()
+            self.frames += [f.data for f in frames]
+            self.lane.sent(len(frames))
+
+
+def run_batched(batch, engine, avatar, plan, stalled=(), control_at=None, sabotage=None):
+    """Feed every stream chunk by chunk, round robin, through one BatchEngine."""
+    clients = []
+    for seed, controls, chunks in plan:
+        session = engine.open_session(avatar, AudioSpec(), controls, seed)
+        clients.append((Collector(batch, session, seed in stalled), chunks))
+    if sabotage is not None:
+        state = clients[sabotage][0].lane.session.motion_state
+        state.s2l_h = np.zeros((2, 1, 3), np.float32)  # a state no stage accepts
+    longest = max(len(chunks) for _, chunks in clients)
+    for i in range(longest + 1):
+        for k, (client, chunks) in enumerate(clients):
+            session = client.lane.session
+            if control_at is not None and k == 0 and i == control_at[0]:
+                batch.control(client.lane, control_at[1])
+            if i < len(chunks):
+                batch.submit(client.lane, session.decode(chunks[i]))
+            elif i == len(chunks):
+                rows, total = session.finish()
+                batch.submit(client.lane, rows, total)
+            client.pump()
+    deadline = time.monotonic() + 120
+    live = [c for c, _ in clients if not c.stalled]
+    while not all(c.lane.idle or c.lane.error for c in live):
+        assert time.monotonic() < deadline, "batched streams did not finish"
+        for c in live:
+            c.changed.wait(0.05)
+            c.changed.clear()
+            c.pump()
+    for c in live:
+        c.pump()
+    return [c for c, _ in clients]
+
+
+@pytest.fixture
+def batch(engine):
+    b = BatchEngine(engine.motion, workers=2, max_unsent=4)
+    yield b
+    b.close()
+
+
+def test_batched_frames_are_byte_identical_to_stepping_alone(batch, engine, avatar):
+    plan = streams()
+    change = (20, ControlUpdate(emotion=emotion("surprised", 1.0), blink=True))
+    expected = [alone(engine, avatar, *p, control_at=change if p[0] == 0 else None) for p in plan]
+    clients = run_batched(batch, engine, avatar, plan, control_at=change)
+    for client, frames in zip(clients, expected, strict=True):
+        assert client.lane.error is None
+        assert client.frames == frames
+    assert batch.rows > batch.ticks  # sessions really shared ticks
+
+
+def test_bundled_int8_models_batch_byte_identically(avatar):
+    """The shipped stages are int8; rows must not share a quantization scale."""
+    bundled = Engine()
+    plan = streams((0.6, 0.9))
+    expected = [alone(bundled, avatar, *p) for p in plan]
+    b = BatchEngine(bundled.motion, workers=2)
+    try:
+        clients = run_batched(b, bundled, avatar, plan)
+    finally:
+        b.close()
+    assert [c.frames for c in clients] == expected
+
+
+def test_a_stalled_client_delays_only_itself(batch, engine, avatar):
+    plan = streams((1.0, 1.0, 1.0))
+    expected = [alone(engine, avatar, *p) for p in plan]
+    clients = run_batched(batch, engine, avatar, plan, stalled={1})
+    assert clients[0].frames == expected[0] and clients[2].frames == expected[2]
+    stalled = clients[1].lane
+    assert stalled.unsent == batch.max_unsent  # stepped up to its limit, then held
+    assert stalled.pending_rows > 0  # the rest of its audio waits, nothing dropped
+    assert not stalled.has_room or stalled.pending_rows < batch.max_pending
+    taken = [f.data for f in stalled.take_frames()]
+    assert taken == expected[1][: len(taken)]
+
+
+def test_a_failing_session_fails_alone(batch, engine, avatar):
+    plan = streams((0.8, 0.8, 0.8))
+    expected = [alone(engine, avatar, *p) for p in plan]
+    clients = run_batched(batch, engine, avatar, plan, sabotage=1)
+    assert clients[1].lane.error is not None
+    assert clients[0].frames == expected[0] and clients[2].frames == expected[2]
+
+
+def test_a_control_out_of_range_is_refused_at_once(batch, engine, avatar):
+    session = engine.open_session(avatar, AudioSpec())
+    client = Collector(batch, session)
+    for update, message in [
+        (ControlUpdate(mouth_scale=5.0), "mouth_scale"),
+        (ControlUpdate(pose_mode="reference"), "pose track"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            batch.control(client.lane, update)
+    assert client.lane.error is None and client.lane.idle
+
+
+def test_detach_releases_the_session(batch, engine, avatar):
+    session = engine.open_session(avatar, AudioSpec())
+    client = Collector(batch, session)
+    batch.submit(client.lane, session.decode(pcm_s16le(speechlike(0.5, seed=3))))
+    batch.detach(client.lane)
+    deadline = time.monotonic() + 10
+    while not session.closed:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert batch.lanes == 0

@@ -15,11 +15,9 @@ from pathlib import Path
 import av
 
 from spacelive.audio import write_wav
+from spacelive.bench import RESULTS, speech_like
 from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.offline import render_file
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stream_latency import RESULTS, speech_like  # noqa: E402
 
 
 def main() -> int:

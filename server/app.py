@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from spacelive import __version__
 from spacelive.batch import BatchEngine
+from spacelive.render_pool import RendererSpec
 from spacelive.engine import DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.face import MAX_PORTRAIT_BYTES, FaceAnalyzer, PortraitError
 from spacelive.server.avatars import AvatarStore
@@ -31,7 +32,7 @@ class ServerConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     default_portrait: Path = DEFAULT_PORTRAIT
     max_sessions: int = 8
-    workers: int = max(2, os.cpu_count() or 2)
+    workers: int = os.cpu_count() or 2  # render processes
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -45,7 +46,13 @@ def create_app(config: ServerConfig = ServerConfig()) -> FastAPI:
     async def lifespan(app: FastAPI):
         executor = ThreadPoolExecutor(config.workers, thread_name_prefix="spacelive-worker")
         engine = Engine(config.engine)
-        batch = BatchEngine(engine.motion, workers=config.workers)
+        batch = BatchEngine(
+            engine.motion,
+            workers=config.workers,
+            renderer=RendererSpec(
+                config.engine.renderer, config.engine.backend, config.engine.threads
+            ),
+        )
         avatars = AvatarStore(FaceAnalyzer(), config.default_portrait)
         app.state.executor = executor
         app.state.avatars = avatars

@@ -3,11 +3,12 @@
 Each tick gathers every session ("lane") that has audio waiting and room in its outbox, takes
 one MFCC row from each, and steps them all with one call per stage (``MotionModel.step``:
 state rows concatenated, run, split). Rows never mix, so a session's frames are byte-identical
-to stepping it alone. Each frame's motion then goes to the render pool: a lane's frames are
-rendered and encoded in order, one at a time, on whichever worker is free, while different
-lanes render in parallel (OpenCV's remap and libx264 release the GIL). One row per lane per
-tick keeps it fair: a client that uploads a minute of audio at once gets the same share as a
-microphone.
+to stepping it alone. Each frame's keypoints then go to the session's render worker process
+(``spacelive.render_pool``: the renderer holds the GIL, so threads would not spread it over
+the cores); keypoint streams are coded here. The engine does not wait for renders: it ticks
+again as soon as rows are waiting, so under load rows pile up during a tick and the next one
+batches them. One row per lane per tick keeps it fair: a client that uploads a minute of
+audio at once gets the same share as a microphone.
 
 Flow control, per lane:
 - ``max_unsent``: frames stepped but not yet handed to the client (``Lane.sent``). A lane at
@@ -21,16 +22,18 @@ whose client stays stalled (``spacelive.server.stream``).
 A lane whose step or render fails is failed alone (``Lane.error``); the others go on.
 """
 
+import itertools
 import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from spacelive.controls import ControlUpdate
-from spacelive.motion import FrameMotion, MotionModel
+from spacelive.face import crop_to_pixels
+from spacelive.motion import MotionModel
+from spacelive.render_pool import RenderedFrame, RendererSpec, RenderPool
 from spacelive.session import StreamSession
 from spacelive.timing import StageTimes
 from spacelive.video import EncodedFrame
@@ -49,7 +52,14 @@ class Lane:
     """One session inside the batched engine. ``notify`` is called (from engine threads)
     whenever the lane changes: frames ready, rows consumed, failed."""
 
-    def __init__(self, engine: "BatchEngine", session: StreamSession, notify: Callable[[], object]):
+    def __init__(
+        self,
+        engine: "BatchEngine",
+        lane_id: int,
+        session: StreamSession,
+        notify: Callable[[], object],
+    ):
+        self.id = lane_id
         self.session = session
         self._engine = engine
         self._notify = notify
@@ -58,9 +68,7 @@ class Lane:
         self._pending: deque[tuple[np.ndarray, int | None] | ControlUpdate] = deque()
         self.pending_rows = 0
         self.unsent = 0  # stepped, not yet sent: rendering, rendered, or in the outbox
-        self._to_render: deque[FrameMotion] = deque()
         self._outbox: deque[EncodedFrame] = deque()
-        self._rendering = False
         self.error: Exception | None = None
         self.closed = False
 
@@ -96,7 +104,8 @@ class Lane:
 
 
 class BatchEngine:
-    """Steps every attached session in one batch per tick; renders on ``workers`` threads."""
+    """Steps every attached session in one batch per tick; renders in ``workers``
+    processes."""
 
     def __init__(
         self,
@@ -104,6 +113,7 @@ class BatchEngine:
         workers: int = 2,
         max_unsent: int = MAX_UNSENT,
         max_pending: int = MAX_PENDING,
+        renderer: RendererSpec | None = None,
     ):
         self.motion = motion
         self.max_unsent = max_unsent
@@ -112,20 +122,25 @@ class BatchEngine:
         self.ticks = 0
         self.rows = 0
         self._lanes: list[Lane] = []
+        self._by_id: dict[int, Lane] = {}
+        self._ids = itertools.count()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._stepping = threading.Lock()  # held while states are stepped or controlled
         self._stopping = False
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="spacelive-render")
+        self._pool = RenderPool(workers, self._on_rendered, renderer or RendererSpec())
         self._thread = threading.Thread(target=self._run, name="spacelive-engine", daemon=True)
         self._thread.start()
 
     # -- lanes ------------------------------------------------------------------------------
 
     def attach(self, session: StreamSession, notify: Callable[[], object] = lambda: None) -> Lane:
-        lane = Lane(self, session, notify)
+        lane = Lane(self, next(self._ids), session, notify)
+        if session.output == "video":
+            self._pool.open(lane.id, session.avatar.image, session.avatar.mesh_px)
         with self._lock:
             self._lanes.append(lane)
+            self._by_id[lane.id] = lane
         return lane
 
     def submit(self, lane: Lane, mfcc: np.ndarray, frame_count: int | None = None) -> None:
@@ -151,17 +166,18 @@ class BatchEngine:
             self._wake.notify()
 
     def detach(self, lane: Lane) -> None:
-        """Stop stepping ``lane`` and close its session (once its render in flight ends)."""
+        """Stop stepping ``lane``, release its render worker's share, close its session."""
         with self._lock:
             if lane.closed:
                 return
             lane.closed = True
             self._lanes.remove(lane)
+            del self._by_id[lane.id]
             lane._pending.clear()
-            lane._to_render.clear()
             lane._outbox.clear()
-            rendering = lane._rendering
-        if not rendering:
+        if lane.session.output == "video":
+            self._pool.close(lane.id)
+        with self._stepping:  # not mid-tick
             lane.session.close()
 
     def close(self) -> None:
@@ -171,7 +187,7 @@ class BatchEngine:
         self._thread.join()
         for lane in list(self._lanes):
             self.detach(lane)
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown()
 
     @property
     def lanes(self) -> int:
@@ -245,54 +261,55 @@ class BatchEngine:
                 self._fail(lane, errors[k])
                 continue
             motion = motions[k]
-            if motion is not None:
-                with self._lock:
-                    if lane.closed:
-                        continue
-                    lane.unsent += 1
-                    lane._to_render.append(motion)
-                    self._schedule(lane)
-            lane._changed()
-
-    # -- rendering --------------------------------------------------------------------------
-
-    def _schedule(self, lane: Lane) -> None:
-        """Under the lock: start the lane's next render unless one is in flight."""
-        if not lane._rendering and lane._to_render:
-            lane._rendering = True
-            self._pool.submit(self._render_next, lane)
-
-    def _render_next(self, lane: Lane) -> None:
-        with self._lock:
-            motion = lane._to_render.popleft() if not lane.closed and lane._to_render else None
-        frame = None
-        if motion is not None:
+            if motion is None:
+                lane._changed()  # rows consumed
+                continue
+            with self._lock:
+                if lane.closed:
+                    continue
+                lane.unsent += 1
+            if lane.session.output == "video":
+                self._pool.render(lane.id, motion.frame_index, crop_to_pixels(motion.keypoints))
+                lane._changed()
+                continue
             try:
-                frame = lane.session.render(motion)
+                frame = lane.session.render(motion)  # a keypoint frame: cheap, here
             except Exception as exc:
-                log.exception("session render failed")
+                log.exception("session output failed")
                 self._fail(lane, exc)
+                continue
+            self._deliver(lane, frame)
+
+    def _on_rendered(self, result: RenderedFrame) -> None:
+        """A render worker's answer (on its reader thread)."""
         with self._lock:
-            lane._rendering = False
+            lane = self._by_id.get(result.session)
+        if lane is None:  # detached meanwhile
+            return
+        if result.frame is None:
+            self._fail(lane, RuntimeError(result.error or "render failed"))
+            return
+        try:
+            frame = lane.session.count_frame(
+                result.frame, result.render_seconds, result.encode_seconds
+            )
+        except RuntimeError as exc:
+            self._fail(lane, exc)
+            return
+        self._deliver(lane, frame)
+
+    def _deliver(self, lane: Lane, frame: EncodedFrame) -> None:
+        with self._lock:
             if lane.closed:
-                close = True
-            else:
-                close = False
-                if frame is not None:
-                    lane._outbox.append(frame)
-                if lane.error is None:
-                    self._schedule(lane)  # one frame per job: lanes take turns on the pool
-        if close:
-            lane.session.close()
-        elif frame is not None:
-            lane._changed()
+                return
+            lane._outbox.append(frame)
+        lane._changed()
 
     def _fail(self, lane: Lane, exc: Exception) -> None:
         with self._lock:
             if lane.error is None:
                 lane.error = exc
             lane._pending.clear()
-            lane._to_render.clear()
         lane._changed()
 
 

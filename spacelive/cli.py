@@ -1,6 +1,7 @@
 """The `spacelive` command."""
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -51,6 +52,8 @@ def _cmd_serve(args) -> int:
     from spacelive.server.protocol import WEBSOCKET_MAX_BYTES
 
     config = ServerConfig(engine=_engine_config(args), max_sessions=args.max_sessions)
+    if args.workers:
+        config = dataclasses.replace(config, workers=args.workers)
     uvicorn.run(
         create_app(config),
         host=args.host,
@@ -58,6 +61,31 @@ def _cmd_serve(args) -> int:
         ws_max_size=WEBSOCKET_MAX_BYTES,
         log_config=None,
     )
+    return 0
+
+
+def _cmd_bench_latency(args) -> int:
+    from spacelive.bench import bench_latency
+
+    models = Path(args.models) if args.models else None
+    result = bench_latency(args.sessions, args.seconds, models, args.label)
+    print(json.dumps(result, indent=2))
+    return 0 if not result["failed_sessions"] else 1
+
+
+def _cmd_bench_throughput(args) -> int:
+    from spacelive.bench import bench_throughput
+
+    models = Path(args.models) if args.models else None
+    result = bench_throughput(args.max_sessions, args.seconds, models, args.label)
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
+    return 0
+
+
+def _cmd_bench_stages(args) -> int:
+    from spacelive.bench import bench_stages
+
+    print(json.dumps(bench_stages(args.frames, args.label), indent=2))
     return 0
 
 
@@ -492,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-sessions", type=int, default=8)
+    serve.add_argument(
+        "--workers", type=int, default=None, help="render threads (default: one per core)"
+    )
     engine_options(serve)
     serve.set_defaults(run=_cmd_serve)
 
@@ -606,6 +637,29 @@ def build_parser() -> argparse.ArgumentParser:
     eval_lipsync.add_argument("--identity", help="portrait whose face shape to use")
     engine_options(eval_lipsync)
     eval_lipsync.set_defaults(run=_cmd_eval_lipsync)
+
+    bench = sub.add_parser("bench", help="benchmarks (JSON + PNG under benchmarks/results/)")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    latency = bench_sub.add_parser(
+        "latency", help="N real-time websocket clients in their own processes"
+    )
+    latency.add_argument("--sessions", type=int, default=1)
+    throughput = bench_sub.add_parser(
+        "throughput", help="the most sessions that each hold 30 fps, p99 <= 300 ms, no drops"
+    )
+    throughput.add_argument("--max-sessions", type=int, default=8)
+    for parser_ in (latency, throughput):
+        parser_.add_argument("--seconds", type=float, default=60.0)
+        parser_.add_argument("--models", help="model directory (default: the bundled ones)")
+        parser_.add_argument("--label", default="default")
+    latency.set_defaults(run=_cmd_bench_latency)
+    throughput.set_defaults(run=_cmd_bench_throughput)
+    stages = bench_sub.add_parser(
+        "stages", help="ms per frame per stage, ONNX Runtime vs torch eager (needs torch)"
+    )
+    stages.add_argument("--frames", type=int, default=300)
+    stages.add_argument("--label", default="default")
+    stages.set_defaults(run=_cmd_bench_stages)
 
     export = sub.add_parser("export", help="export the stages to ONNX (needs the train extra)")
     export.add_argument("--width", default="realtime", choices=["paper", "realtime", "tiny"])

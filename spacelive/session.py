@@ -17,7 +17,7 @@ from spacelive.controls import ControlUpdate
 from spacelive.face import Avatar, crop_to_pixels
 from spacelive.keypoints import BASIS_FILE, FLAG_ABSOLUTE, KeypointEncoder
 from spacelive.motion import FrameMotion, MotionModel, MotionState
-from spacelive.renderer import Renderer
+from spacelive.renderer import Renderer, RenderSource
 from spacelive.timing import StageTimes
 from spacelive.video import EncodedFrame, H264Encoder
 
@@ -52,7 +52,8 @@ class StreamSession:
         self._renderer = renderer
         self.output = output
         self._keypoints: KeypointEncoder | None = None
-        self._encoder: H264Encoder | None = None
+        self._render_source: RenderSource | None = None  # made at the first local render:
+        self._encoder: H264Encoder | None = None  # the BatchEngine renders elsewhere
         if output == "keypoints":
             if motion.stages.motion_basis is None:
                 raise InputError(
@@ -61,10 +62,7 @@ class StreamSession:
                     "one with `spacelive train basis`)",
                 )
             self._keypoints = KeypointEncoder(motion.stages.motion_basis)
-        elif output == "video":
-            self._render_source = renderer.prepare(avatar.image, avatar.mesh_px)
-            self._encoder = H264Encoder()
-        else:
+        elif output != "video":
             raise ValueError(f"unknown output {output!r}")
         self._mfcc = MfccStreamer()
         self._state = motion.new_state(avatar, controls, seed)
@@ -161,21 +159,31 @@ class StreamSession:
 
     def render(self, motion: FrameMotion) -> EncodedFrame:
         """The next frame's output (video or keypoints) from its motion; frames in order."""
-        if motion.frame_index != self.frames_produced:
-            raise RuntimeError(f"frame {motion.frame_index} out of order")
         t0 = time.perf_counter()
         if self._keypoints is not None:  # the receiver renders
             flags, payload = self._keypoints.encode(motion)
             keyframe = bool(flags & FLAG_ABSOLUTE)
             encoded = EncodedFrame(motion.frame_index, keyframe, payload, kind=2)
-        else:
-            assert self._encoder is not None
-            rgb = self._renderer.render(self._render_source, crop_to_pixels(motion.keypoints))
-            t1 = time.perf_counter()
-            self.times.add("render", t1 - t0)
-            t0 = t1  # encoding starts
-            encoded = self._encoder.encode(rgb, motion.frame_index)
-        self.times.add("encode", time.perf_counter() - t0)
+            return self.count_frame(encoded, 0.0, time.perf_counter() - t0)
+        if self._encoder is None:
+            self._render_source = self._renderer.prepare(self.avatar.image, self.avatar.mesh_px)
+            self._encoder = H264Encoder()
+        assert self._render_source is not None
+        rgb = self._renderer.render(self._render_source, crop_to_pixels(motion.keypoints))
+        t1 = time.perf_counter()
+        encoded = self._encoder.encode(rgb, motion.frame_index)
+        return self.count_frame(encoded, t1 - t0, time.perf_counter() - t1)
+
+    def count_frame(
+        self, encoded: EncodedFrame, render_seconds: float, encode_seconds: float
+    ) -> EncodedFrame:
+        """Book the next frame, rendered here or by a render worker (``spacelive.render_pool``);
+        frames in order."""
+        if encoded.frame_index != self.frames_produced:
+            raise RuntimeError(f"frame {encoded.frame_index} out of order")
+        if render_seconds:
+            self.times.add("render", render_seconds)
+        self.times.add("encode", encode_seconds)
         self.times.frames += 1
         self.frames_produced += 1
         return encoded

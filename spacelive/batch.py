@@ -68,6 +68,7 @@ class Lane:
         self._pending: deque[tuple[np.ndarray, int | None] | ControlUpdate] = deque()
         self.pending_rows = 0
         self.unsent = 0  # stepped, not yet sent: rendering, rendered, or in the outbox
+        self._in_tick = False  # a row taken by the tick that is running
         self._outbox: deque[EncodedFrame] = deque()
         self.error: Exception | None = None
         self.closed = False
@@ -81,7 +82,7 @@ class Lane:
     def idle(self) -> bool:
         """Everything submitted has been stepped, rendered and taken."""
         with self._engine._lock:
-            return not self._pending and self.unsent == 0 and not self._outbox
+            return not (self._pending or self._in_tick or self.unsent or self._outbox)
 
     def take_frames(self) -> list[EncodedFrame]:
         """The frames rendered so far, in order (then ``sent`` once they are on their way)."""
@@ -209,6 +210,12 @@ class BatchEngine:
                 log.exception("engine tick failed")
                 for turn in batch:
                     self._fail(turn.lane, RuntimeError("the engine failed"))
+            finally:
+                with self._lock:
+                    for turn in batch:
+                        turn.lane._in_tick = False
+                for turn in batch:
+                    turn.lane._changed()
 
     def _gather(self) -> list["_Turn"]:
         """Under the lock: from every lane with room for a frame, the control updates queued
@@ -223,6 +230,7 @@ class BatchEngine:
             if lane._pending:
                 turn.row, turn.frame_count = lane._pending.popleft()  # type: ignore[misc]
                 lane.pending_rows -= 1
+            lane._in_tick = True
             batch.append(turn)
         return batch
 
@@ -262,7 +270,6 @@ class BatchEngine:
                 continue
             motion = motions[k]
             if motion is None:
-                lane._changed()  # rows consumed
                 continue
             with self._lock:
                 if lane.closed:
@@ -270,7 +277,6 @@ class BatchEngine:
                 lane.unsent += 1
             if lane.session.output == "video":
                 self._pool.render(lane.id, motion.frame_index, crop_to_pixels(motion.keypoints))
-                lane._changed()
                 continue
             try:
                 frame = lane.session.render(motion)  # a keypoint frame: cheap, here

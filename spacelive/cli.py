@@ -433,6 +433,15 @@ def _cmd_eval_lipsync(args) -> int:
 
 
 def _cmd_export(args) -> int:
+    if args.backend == "tensorrt":
+        from spacelive.engine import DEFAULT_MODELS
+        from spacelive.export.tensorrt import build_engines
+
+        plans = build_engines(Path(args.models) if args.models else DEFAULT_MODELS)
+        print(json.dumps({stage: str(plan) for stage, plan in plans.items()}, indent=2))
+        return 0
+    if not args.output:
+        raise SystemExit("spacelive export: -o/--output is required with --backend onnx")
     from spacelive.export.stages import (
         build_stages,
         export_stages,
@@ -687,7 +696,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="dynamic int8 weights for the trained stages (smaller, CPU-faster)",
     )
-    export.add_argument("-o", "--output", required=True)
+    export.add_argument(
+        "--backend",
+        default="onnx",
+        choices=["onnx", "tensorrt"],
+        help="onnx: write the step graphs to -o; tensorrt: build TensorRT engines (fp16, a "
+        "batch profile, cached per GPU and TensorRT version) for the graphs in --models",
+    )
+    export.add_argument("--models", help="with --backend tensorrt: the model directory")
+    export.add_argument("-o", "--output", help="the model directory to write (--backend onnx)")
     export.set_defaults(run=_cmd_export)
     return parser
 
@@ -702,11 +719,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError) as exc:
         # Bad input (an alignment, a portrait, a model directory): its message, no traceback.
         # The modules are imported here only if they raised, so this costs nothing otherwise.
+        from spacelive.export.tensorrt import TensorRTError
         from spacelive.face import PortraitError
         from spacelive.runners import ModelError
         from spacelive.training.alignment import AlignmentError
 
-        if not isinstance(exc, (AlignmentError, PortraitError, ModelError)):
+        if not isinstance(exc, (AlignmentError, PortraitError, ModelError, TensorRTError)):
             raise
         print(f"spacelive {args.command}: {exc}", file=sys.stderr)
         return 2

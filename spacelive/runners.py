@@ -31,10 +31,38 @@ class ModelError(RuntimeError):
     """A model directory that cannot be served."""
 
 
+def tensorrt_provider_options(model_dir: Path, inputs: list[dict]) -> dict[str, str]:
+    """ONNX Runtime's TensorRT execution provider set up like ``spacelive export --backend
+    tensorrt``: fp16, one profile over the batch (1 / 4 / 16 sessions), an engine cache in
+    the model directory (ONNX Runtime keys it by graph, GPU and TensorRT version)."""
+
+    def shapes(batch: int) -> str:
+        return ",".join(
+            f"{spec['name']}:" + "x".join(str(batch if d == "batch" else d) for d in spec["shape"])
+            for spec in inputs
+        )
+
+    return {
+        "trt_fp16_enable": "True",
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(Path(model_dir) / "tensorrt" / "ort-cache"),
+        "trt_profile_min_shapes": shapes(1),
+        "trt_profile_opt_shapes": shapes(4),
+        "trt_profile_max_shapes": shapes(16),
+    }
+
+
 class StageRunner:
     """One exported step graph."""
 
-    def __init__(self, path: Path, backend: str = "cpu", threads: int = 1):
+    def __init__(
+        self,
+        path: Path,
+        backend: str = "cpu",
+        threads: int = 1,
+        inputs: list[dict] | None = None,
+    ):
+        """``inputs``: the manifest's input specs (the TensorRT provider's batch profile)."""
         if backend not in BACKEND_PROVIDERS:
             raise ModelError(
                 f"unknown backend {backend!r}; choose one of {sorted(BACKEND_PROVIDERS)}"
@@ -54,7 +82,10 @@ class StageRunner:
         model = onnx.load(str(path))
         if is_quantized(model):  # rows of a batch must not share a quantization scale
             model = dequantize(model)
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=wanted)
+        providers: list = list(wanted)
+        if backend == "tensorrt" and inputs is not None:
+            providers[0] = (wanted[0], tensorrt_provider_options(path.parent, inputs))
+        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -101,7 +132,7 @@ def load_stages(model_dir: Path, backend: str = "cpu", threads: int = 1) -> Stag
         path = model_dir / entry["file"]
         if not path.is_file():
             raise ModelError(f"{path} is missing (listed in {manifest_path})")
-        runners[stage] = StageRunner(path, backend, threads)
+        runners[stage] = StageRunner(path, backend, threads, entry.get("inputs"))
     log.info("loaded %s-width stages from %s on %s", manifest.get("width"), model_dir, backend)
     basis_path = model_dir / BASIS_FILE
     basis = MotionBasis.load(basis_path) if basis_path.is_file() else None

@@ -3,6 +3,7 @@ themselves, a failing session fails alone, controls keep their place in the stre
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,3 +168,48 @@ def test_detach_releases_the_session(batch, engine, avatar):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert batch.lanes == 0
+
+
+def rss_mb(pids) -> float:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def test_sessions_release_their_memory(engine, avatar):
+    """200 sequential sessions (open, 6 frames, close) grow the server's processes (engine
+    and render workers) by at most 50 MB."""
+    import os
+
+    batch = BatchEngine(engine.motion, workers=2)
+    pids = [os.getpid(), *(w.process.pid for w in batch._pool._workers)]
+    pcm = pcm_s16le(speechlike(0.2, seed=9))
+
+    def one(seed: int) -> None:
+        session = engine.open_session(avatar, AudioSpec(), seed=seed)
+        client = Collector(batch, session)
+        batch.submit(client.lane, session.decode(pcm))
+        rows, total = session.finish()
+        batch.submit(client.lane, rows, total)
+        deadline = time.monotonic() + 30
+        while len(client.frames) < total:
+            assert time.monotonic() < deadline and client.lane.error is None
+            client.changed.wait(0.05)
+            client.changed.clear()
+            client.pump()
+        batch.detach(client.lane)
+
+    try:
+        for seed in range(20):  # warm-up: caches, allocator pools
+            one(seed)
+        before = rss_mb(pids)
+        for seed in range(200):
+            one(seed)
+        grown = rss_mb(pids) - before
+    finally:
+        batch.close()
+    assert batch.lanes == 0
+    assert grown <= 50, f"RSS grew {grown:.1f} MB over 200 sessions"

@@ -15,9 +15,9 @@ from fastapi.staticfiles import StaticFiles
 
 from spacelive import __version__
 from spacelive.batch import BatchEngine
-from spacelive.render_pool import RendererSpec
 from spacelive.engine import DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.face import MAX_PORTRAIT_BYTES, FaceAnalyzer, PortraitError
+from spacelive.render_pool import RendererSpec
 from spacelive.server.avatars import AvatarStore
 from spacelive.server.stream import StreamHandler
 

@@ -208,8 +208,11 @@ def latency_run(url: str, server: ServerProcess, sessions: int, seconds: float, 
     return result
 
 
-def bench_latency(sessions: int, seconds: float, models: Path | None, label: str) -> dict:
-    with ServerProcess(models, max_sessions=max(sessions, 1)) as server:
+def bench_latency(
+    sessions: int, seconds: float, models: Path | None, label: str, threads: int = 1
+) -> dict:
+    extra = ("--threads", str(threads))
+    with ServerProcess(models, max_sessions=max(sessions, 1), extra=extra) as server:
         run = latency_run(server.url, server, sessions, seconds)
     latencies = run.pop("_latencies")
     result = {
@@ -218,6 +221,7 @@ def bench_latency(sessions: int, seconds: float, models: Path | None, label: str
         "models": str(models or "bundled"),
         "machine": machine(),
         "algorithmic_floor_ms": ALGORITHMIC_FLOOR_MS,
+        "onnxruntime_threads": threads,
         **run,
     }
     name = f"latency_{label}"

@@ -68,7 +68,7 @@ def _cmd_bench_latency(args) -> int:
     from spacelive.bench import bench_latency
 
     models = Path(args.models) if args.models else None
-    result = bench_latency(args.sessions, args.seconds, models, args.label)
+    result = bench_latency(args.sessions, args.seconds, models, args.label, args.threads)
     print(json.dumps(result, indent=2))
     return 0 if not result["failed_sessions"] else 1
 
@@ -653,6 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
         "latency", help="N real-time websocket clients in their own processes"
     )
     latency.add_argument("--sessions", type=int, default=1)
+    latency.add_argument("--threads", type=int, default=1, help="the server's ORT threads")
     throughput = bench_sub.add_parser(
         "throughput", help="the most sessions that each hold 30 fps, p99 <= 300 ms, no drops"
     )

@@ -142,8 +142,9 @@ def _client(url: str, wav: str, start_at: float, out: str) -> None:
     time.sleep(max(0.0, start_at - time.time()))
     try:
         result = asyncio.run(stream_audio(url, Uplink.pcm(samples, rate), realtime=True))
-    except (StreamError, OSError) as exc:
-        Path(out).write_text(json.dumps({"error": str(exc)}))
+    except Exception as exc:  # refused, disconnected, ...: reported, not raised
+        kind = "" if isinstance(exc, StreamError) else f"{type(exc).__name__}: "
+        Path(out).write_text(json.dumps({"error": f"{kind}{exc}"}))
         return
     stats = result.stats()
     stats["latencies_ms"] = result.latencies_ms().round(2).tolist()

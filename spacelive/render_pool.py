@@ -10,6 +10,9 @@ handles its messages in order, so a session's frames come back in order.
 Rendering in the worker is the same code on the same inputs as in the session's own process,
 so frames are byte-identical (tests/test_batch.py). A frame that fails fails its session only;
 a worker that dies fails the sessions on it, and a fresh worker takes its place.
+
+Workers are spawned (forking a process that runs ONNX Runtime and engine threads is unsafe),
+so a script that builds a ``BatchEngine`` needs the usual ``if __name__ == "__main__":`` guard.
 """
 
 import logging

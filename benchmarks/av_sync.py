@@ -21,6 +21,7 @@ import av
 import numpy as np
 
 from spacelive import FRAME_RATE, MODEL_SAMPLE_RATE
+from spacelive.bench import write_result
 from spacelive.controls import ControlUpdate
 from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.face import FaceAnalyzer
@@ -28,7 +29,6 @@ from spacelive.offline import render_frames
 from spacelive.sync import MAX_LAG, best_lag, energy_envelope, lip_gap, refined_lag
 from spacelive.training.corpus import SentenceMaker, Voice, synthesize
 
-RESULTS = Path(__file__).resolve().parent / "results"
 HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
 
 
@@ -77,8 +77,7 @@ def main() -> int:
             "undetected_frames": int(np.isnan(lips).sum()),
         }
     report["passed"] = all(abs(v["offset_frames"]) <= 1 for v in report["voices"].values())
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "av_sync.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_result("av_sync", report)
     print(json.dumps(report, indent=2))
     return 0 if report["passed"] else 1
 

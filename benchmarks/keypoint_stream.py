@@ -23,6 +23,7 @@ import numpy as np
 from spacelive import FRAME_RATE, MODEL_SAMPLE_RATE
 from spacelive.audio import pcm_s16le
 from spacelive.audio_input import AudioSpec
+from spacelive.bench import write_result
 from spacelive.client.keypoints import KeypointReceiver
 from spacelive.controls import ControlUpdate
 from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
@@ -31,7 +32,6 @@ from spacelive.keypoints import rig_json
 from spacelive.landmarks import EMOTIONS
 from spacelive.training.corpus import SentenceMaker, Voice, synthesize
 
-RESULTS = Path(__file__).resolve().parent / "results"
 HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
 HAPPY = np.zeros(len(EMOTIONS), np.float32)
 HAPPY[EMOTIONS.index("happy")] = 0.5
@@ -106,8 +106,7 @@ def main() -> int:
     report["passed"] = all(
         r["keypoint_kbps"] <= 16 and r["psnr_db"]["min"] >= 35 for r in report["runs"].values()
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "keypoint_stream.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_result("keypoint_stream", report)
     print(json.dumps(report, indent=2))
     return 0 if report["passed"] else 1
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from spacelive.audio import offline_mfcc
+from spacelive.bench import write_result
 from spacelive.engine import DEFAULT_MODELS
 from spacelive.face import FaceAnalyzer, normalize_landmarks
 from spacelive.landmarks import EMOTIONS, LOWER_INNER_LIP, UPPER_INNER_LIP
@@ -32,7 +33,6 @@ from spacelive.training.corpus import SentenceMaker, Voice, synthesize
 from spacelive.training.train_l2l import PIXELS, teacher_example
 from spacelive.training.train_posegen import PoseUtterance, encode_audio
 
-RESULTS = Path(__file__).resolve().parent / "results"
 HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
 LIPS = sorted(set(UPPER_INNER_LIP + LOWER_INNER_LIP))
 
@@ -103,8 +103,7 @@ def main() -> int:
             "utterances": args.utterances,
             "portraits": len(faces),
         }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "l2l_heldout.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_result("l2l_heldout", report)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from spacelive.bench import write_result
 from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.face import FaceAnalyzer
 from spacelive.render_checks import standard_portraits
 from spacelive.training.corpus import SentenceMaker, Voice, synthesize
 from spacelive.training.lipsync_eval import evaluate, silence_drift
 
-RESULTS = Path(__file__).resolve().parent / "results"
 HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
 KEYS = ("M-P", "M-V", "F-P", "F-V", "mouth_open_corr")
 
@@ -64,8 +64,7 @@ def main() -> int:
         name: {"inner_lip_gap_change": silence_drift(motion, analyzer.analyze(data))}
         for name, data in standard_portraits().items()
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"lipsync_heldout_{args.label}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_result(f"lipsync_heldout_{args.label}", report)
     print(json.dumps(report, indent=2))
     return 0 if report["passed"] else 1
 

@@ -16,12 +16,12 @@ from PIL import Image
 
 from spacelive.audio import pcm_s16le
 from spacelive.audio_input import AudioSpec
+from spacelive.bench import RESULTS
 from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.face import FaceAnalyzer
 from spacelive.sheet import contact_sheet, decode
 from spacelive.training.corpus import Voice, synthesize
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SHOW = {
     "P": "lips shut",
     "B": "lips shut",

@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 
 from spacelive.audio import write_wav
-from spacelive.bench import RESULTS, speech_like
+from spacelive.bench import speech_like, write_result
 from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.offline import render_file
 
@@ -49,8 +49,7 @@ def main() -> int:
                 "ms_per_frame": 1000 * seconds / frames,
                 "x_realtime": 60 * args.minutes / seconds,
             }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"offline_render_{args.label}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(f"offline_render_{args.label}", result)
     print(json.dumps(result, indent=2))
     return 0 if result["frames_in_mp4"] == result["expected_frames"] else 1
 

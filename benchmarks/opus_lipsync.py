@@ -20,13 +20,13 @@ import numpy as np
 from spacelive import MODEL_SAMPLE_RATE
 from spacelive.audio import Resampler
 from spacelive.audio_input import AudioSpec, open_input
+from spacelive.bench import write_result
 from spacelive.client.opus import opus_packets
 from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.face import FaceAnalyzer
 from spacelive.training.corpus import SentenceMaker, Voice, synthesize
 from spacelive.training.lipsync_eval import evaluate
 
-RESULTS = Path(__file__).resolve().parent / "results"
 HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
 ERRORS = ("M-P", "M-V", "F-P", "F-V")  # lower is better
 LIMIT = 0.10
@@ -82,8 +82,7 @@ def main() -> int:
     report["passed"] = all(
         v["relative_change"][k] < LIMIT for v in report["voices"].values() for k in ERRORS
     ) and all(v["relative_change"]["mouth_open_corr"] > -LIMIT for v in report["voices"].values())
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "opus_lipsync.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_result("opus_lipsync", report)
     print(json.dumps(report, indent=2))
     return 0 if report["passed"] else 1
 

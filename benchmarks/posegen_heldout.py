@@ -20,6 +20,7 @@ import numpy as np
 
 from spacelive import FRAME_RATE, MODEL_SAMPLE_RATE
 from spacelive.audio import offline_mfcc
+from spacelive.bench import write_result
 from spacelive.controls import ControlUpdate
 from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.face import FaceAnalyzer
@@ -27,7 +28,6 @@ from spacelive.training.alignment import Phone
 from spacelive.training.corpus import SentenceMaker, Voice, synthesize
 from spacelive.training.head_motion import activity, head_motion
 
-RESULTS = Path(__file__).resolve().parent / "results"
 HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
 TRAINING = (Voice("mbrola", "us1", "en"), Voice("flite", "kal16", "en"))
 """``--training-voices``: for choosing between checkpoints without looking at held-out voices."""
@@ -108,9 +108,7 @@ def main() -> int:
                 "last_minute_std_deg": long_run[60 * FRAME_RATE :].std(axis=0).round(2).tolist(),
             },
         }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"posegen_heldout_{args.label}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_result(f"posegen_heldout_{args.label}", report)
     print(json.dumps(report, indent=2))
     return 0
 

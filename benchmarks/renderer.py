@@ -22,13 +22,12 @@ import cv2
 import numpy as np
 
 from spacelive import FRAME_SIZE
+from spacelive.bench import write_result
 from spacelive.engine import DEFAULT_PORTRAIT
 from spacelive.face import FaceAnalyzer
 from spacelive.renderer import EYES, WarpRenderer, _Window
 from spacelive.renderer_onnx import OnnxRenderer
 from spacelive.rig import FaceCommand, FaceRig
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def sweep(frames: int, mouth: bool, eyes: bool) -> list[FaceCommand]:
@@ -142,8 +141,7 @@ def main() -> int:
         "onnx_twin_cpu_provider": twin,
         "target_ms": 5.0,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "renderer.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result("renderer", result)
     print(json.dumps(result, indent=2))
     return 0
 

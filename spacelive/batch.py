@@ -119,8 +119,7 @@ class BatchEngine:
         self.motion = motion
         self.max_unsent = max_unsent
         self.max_pending = max_pending
-        self.times = StageTimes()  # the motion stages, per tick; ``ticks`` and ``rows`` below
-        self.ticks = 0
+        self.ticks = 0  # ticks run, and rows stepped in them
         self.rows = 0
         self._lanes: list[Lane] = []
         self._by_id: dict[int, Lane] = {}
@@ -257,7 +256,6 @@ class BatchEngine:
             motions = self.motion.step(states, mfcc, times, errors)
         share = 1.0 / len(batch)
         for stage, seconds in times.seconds.items():
-            self.times.add(stage, seconds)
             for turn in batch:
                 turn.lane.session.times.add(stage, seconds * share)
         self.ticks += 1

@@ -287,7 +287,8 @@ def bench_stages(frames: int, label: str, widths: tuple[str, ...] = ("realtime",
     audio = speech_like(frames / FRAME_RATE + 0.2)
     streamer, step = MfccStreamer(), 16_000 // FRAME_RATE
     t = _timed(lambda i: streamer.push(audio[i * step : (i + 1) * step]), frames)
-    motion = Engine().motion
+    engine = Engine()
+    motion = engine.motion
     motions = motion.run(motion.new_state(avatar), offline_mfcc(audio)[:frames])
     renderer = WarpRenderer()
     source = renderer.prepare(avatar.image, avatar.mesh_px)
@@ -327,7 +328,7 @@ def bench_stages(frames: int, label: str, widths: tuple[str, ...] = ("realtime",
                     for b in (1, 2, 4, 8)
                 }
             result["widths"][width] = entry
-    bundled = load_stages(Engine().config.models)
+    bundled = engine.stages
     realtime = build_stages("realtime")
     result["bundled_realtime_onnxruntime_ms"] = {
         name: _time_runner(getattr(bundled, name), realtime, name, 1, 200)

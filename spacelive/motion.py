@@ -187,7 +187,8 @@ class MotionModel:
                             self._failed(i, errors, single)
 
         results: list[FrameMotion | None] = [None] * len(states)
-        for j, i in enumerate(due):
+        for j, controls in zip(advanced, now, strict=True):
+            i = due[j]
             if i not in face:
                 continue
             s = states[i]
@@ -199,7 +200,7 @@ class MotionModel:
             results[i] = FrameMotion(
                 frame_index=positions[i],
                 landmarks=spoken,
-                pose=now[advanced.index(j)].pose,
+                pose=controls.pose,
                 keypoints=s.keypoints[0],
                 expression=frontal - s.frontal_source,
             )

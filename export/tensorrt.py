@@ -39,14 +39,20 @@ class TensorRTError(RuntimeError):
     """TensorRT is missing, or a graph does not build."""
 
 
-def gpu_key() -> str:
-    """e.g. "NVIDIA-L40S-sm89-trt10.3.0": what an engine plan is only valid for."""
+def _tensorrt():
+    """The tensorrt module, or a TensorRTError that says how to get it."""
     try:
-        import tensorrt as trt
+        import tensorrt
     except ImportError as exc:
         raise TensorRTError(
             "TensorRT's Python package is not installed (pip install tensorrt)"
         ) from exc
+    return tensorrt
+
+
+def gpu_key() -> str:
+    """e.g. "NVIDIA-L40S-sm89-trt10.3.0": what an engine plan is only valid for."""
+    trt = _tensorrt()
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader", "-i", "0"],
@@ -69,7 +75,7 @@ def build_engines(
 ) -> dict[str, Path]:
     """Build (or find in the cache) one engine plan per stage of ``model_dir``, plus the
     renderer's; writes ``tensorrt.json`` beside the manifest. Returns stage -> plan path."""
-    import tensorrt as trt
+    trt = _tensorrt()
 
     model_dir = Path(model_dir)
     manifest = json.loads((model_dir / "manifest.json").read_text())

@@ -75,3 +75,16 @@ def test_fp16_tensorrt_matches_fp32_cpu(stage, batch):
     for name, value in want.items():
         tolerance = FP16_TOLERANCE.get(name, FP16_TOLERANCE["audio"])
         assert np.abs(got[name] - value).max() <= tolerance, name
+
+
+def test_export_tensorrt_without_tensorrt_says_so(capsys):
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    from spacelive.cli import main
+
+    assert main(["export", "--backend", "tensorrt"]) == 2
+    assert "TensorRT's Python package is not installed" in capsys.readouterr().err

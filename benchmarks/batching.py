@@ -20,7 +20,6 @@ import os
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -28,7 +27,7 @@ import onnxruntime as ort
 from spacelive.audio import offline_mfcc, pcm_s16le
 from spacelive.audio_input import AudioSpec
 from spacelive.batch import BatchEngine
-from spacelive.bench import speech_like, write_result
+from spacelive.bench import rss_mb, speech_like, write_result
 from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine
 from spacelive.face import FaceAnalyzer, crop_to_pixels
 from spacelive.runners import StageRunner
@@ -134,15 +133,6 @@ def render_threads(engine: Engine, avatar) -> dict:
             "speedup": round(alone / both, 2),
         }
     return out
-
-
-def rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
 
 
 def memory(engine: Engine, avatar) -> dict:

@@ -55,6 +55,16 @@ def machine() -> dict:
     return {"cpus": os.cpu_count(), "python": platform.python_version()}
 
 
+def rss_mb(pids: list[int]) -> float:
+    """Resident memory of these processes together, MB."""
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
 def write_result(name: str, result: dict, results: Path = RESULTS) -> Path:
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"{name}.json"
@@ -124,12 +134,7 @@ class ServerProcess:
 
     def rss_mb(self) -> float:
         """Resident memory of the server's processes, MB."""
-        total = 0
-        for pid in self.pids():
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        return total / 1024
+        return rss_mb(self.pids())
 
 
 def _client(url: str, wav: str, start_at: float, out: str) -> None:

@@ -3,7 +3,6 @@ themselves, a failing session fails alone, controls keep their place in the stre
 
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from spacelive.audio import pcm_s16le
 from spacelive.audio_input import AudioSpec
 from spacelive.batch import BatchEngine
+from spacelive.bench import rss_mb
 from spacelive.controls import EMOTIONS, ControlUpdate
 from spacelive.engine import Engine
 from tests.conftest import speechlike
@@ -168,15 +168,6 @@ def test_detach_releases_the_session(batch, engine, avatar):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert batch.lanes == 0
-
-
-def rss_mb(pids) -> float:
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
 
 
 def test_sessions_release_their_memory(engine, avatar):

@@ -6,7 +6,7 @@ use for rendering, memory released.
 Writes benchmarks/results/batching.json:
 - ``row_mixing``: per stage graph, the largest difference between a row run in a batch of 4
   and the same row run alone, for the int8 file as stored and as the server runs it
-  (dequantized, ``spacelive.dequantize``);
+  (``spacelive.quantization``);
 - ``motion_step_ms``: one ``MotionModel.step`` (bundled models, default portrait) per tick and
   per session, at 1, 2, 4 and 8 sessions;
 - ``render_threads``: ms per frame rendering (and encoding) 2 x 150 frames one after the other

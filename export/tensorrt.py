@@ -5,7 +5,7 @@ machines, which have no GPU: see the closing notes of issue 7 for what was verif
 
 For every stage (and the renderer's ONNX twin):
 - the graph is the one the server runs: int8 weights dequantized to fp32
-  (``spacelive.dequantize``; TensorRT has no ConvInteger / MatMulInteger);
+  (``spacelive.quantization.dequantize``; TensorRT has no ConvInteger / MatMulInteger);
 - one optimization profile over the batch dimension: min 1, opt ``opt_batch``, max
   ``max_batch`` sessions (the batched engine steps every live session in one call);
 - fp16 kernels allowed (``BuilderFlag.FP16``); parity with fp32 is checked by
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import onnx
 
-from spacelive.dequantize import dequantize, is_quantized
+from spacelive.quantization import dequantize, is_quantized
 from spacelive.runners import STAGES
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,9 @@
 - ``throughput``: latency runs for N = 1, 2, ... until one fails; the answer is the largest N
   at which every session holds >= 29.5 fps with p99 <= 300 ms and no frame dropped.
 - ``stages``: ms per frame of each stage at batch 1 (MFCC, audio encoder + S2L, PoseGen, L2L,
-  render, encode) at the realtime and paper widths, ONNX Runtime and torch eager in the same
-  run, and each recurrent stage batched over 1-8 sessions (what the batched engine buys).
+  render, encode) at the realtime and paper widths, ONNX Runtime (fp32, and int8 weights as
+  served: ``spacelive.quantization``) and torch eager in the same run, and each recurrent
+  stage batched over 1-8 sessions (what the batched engine buys).
 
 The machine is shared: the clients of ``latency`` run on the server's cores, as they would
 not in production, and every figure in one file comes from one run.
@@ -21,6 +22,7 @@ import logging
 import multiprocessing
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -277,7 +279,13 @@ def bench_stages(frames: int, label: str, widths: tuple[str, ...] = ("realtime",
 
     from spacelive.audio import MfccStreamer, offline_mfcc
     from spacelive.engine import DEFAULT_PORTRAIT, Engine
-    from spacelive.export.stages import build_stages, export_stages, randomize, step_modules
+    from spacelive.export.stages import (
+        build_stages,
+        export_stages,
+        quantize_int8,
+        randomize,
+        step_modules,
+    )
     from spacelive.face import FaceAnalyzer, crop_to_pixels
     from spacelive.motion import frontal_transfer
     from spacelive.renderer import WarpRenderer
@@ -320,18 +328,30 @@ def bench_stages(frames: int, label: str, widths: tuple[str, ...] = ("realtime",
         stages = randomize(build_stages(width, seed=1), seed=2).eval()
         modules = step_modules(stages)
         with tempfile.TemporaryDirectory() as tmp:
-            export_stages(stages, Path(tmp))
-            runners = load_stages(Path(tmp))
-            entry: dict = {"onnxruntime_ms": {}, "torch_eager_ms": {}, "batched_ms": {}}
+            fp32_dir, int8_dir = Path(tmp) / "fp32", Path(tmp) / "int8"
+            export_stages(stages, fp32_dir)
+            shutil.copytree(fp32_dir, int8_dir)
+            quantize_int8(int8_dir, tuple(modules))  # served with per-row int8 activations
+            served = {"fp32": load_stages(fp32_dir), "int8": load_stages(int8_dir)}
+            entry: dict = {
+                "onnxruntime_ms": {},
+                "onnxruntime_int8_ms": {},
+                "torch_eager_ms": {},
+                "batched_ms": {},
+                "batched_int8_ms": {},
+            }
             for name in modules:
-                runner = getattr(runners, name)
                 reps = max(50, frames // 2)
-                entry["onnxruntime_ms"][name] = _time_runner(runner, stages, name, 1, reps)
+                for kind, suffix in (("fp32", ""), ("int8", "_int8")):
+                    runner = getattr(served[kind], name)
+                    entry[f"onnxruntime{suffix}_ms"][name] = _time_runner(
+                        runner, stages, name, 1, reps
+                    )
+                    entry[f"batched{suffix}_ms"][name] = {
+                        b: _time_runner(runner, stages, name, b, max(50, frames // 4))
+                        for b in (1, 2, 4, 8)
+                    }
                 entry["torch_eager_ms"][name] = _time_module(modules[name], stages, name, reps)
-                entry["batched_ms"][name] = {
-                    b: _time_runner(runner, stages, name, b, max(50, frames // 4))
-                    for b in (1, 2, 4, 8)
-                }
             result["widths"][width] = entry
     bundled = engine.stages
     realtime = build_stages("realtime")
@@ -443,8 +463,12 @@ def _plot_stages(result: dict, path: Path) -> None:
         entry = result["widths"][width]
         names = list(entry["onnxruntime_ms"])
         x = np.arange(len(names))
-        ax.bar(x - 0.2, [entry["onnxruntime_ms"][k] for k in names], 0.4, label="ONNX Runtime")
-        ax.bar(x + 0.2, [entry["torch_eager_ms"][k] for k in names], 0.4, label="torch eager")
+        for offset, key, label in (
+            (-0.27, "onnxruntime_ms", "ONNX Runtime fp32"),
+            (0.0, "onnxruntime_int8_ms", "ONNX Runtime int8 (served)"),
+            (0.27, "torch_eager_ms", "torch eager"),
+        ):
+            ax.bar(x + offset, [entry[key][k] for k in names], 0.27, label=label)
         ax.set_xticks(x, names, rotation=20)
         ax.set_ylabel("ms per frame (batch 1)")
         ax.set_title(f"{width} width")

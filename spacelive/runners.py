@@ -14,8 +14,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from spacelive.dequantize import dequantize, is_quantized
 from spacelive.keypoints import BASIS_FILE, MotionBasis
+from spacelive.quantization import (
+    ROW_QUANTIZED_DISABLED_OPTIMIZERS,
+    dequantize,
+    is_quantized,
+    quantize_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +85,18 @@ class StageRunner:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = path
         model = onnx.load(str(path))
+        disabled: list[str] = []
         if is_quantized(model):  # rows of a batch must not share a quantization scale
-            model = dequantize(model)
+            if backend == "cpu":
+                model, disabled = quantize_rows(model), ROW_QUANTIZED_DISABLED_OPTIMIZERS
+            else:
+                model = dequantize(model)
         providers: list = list(wanted)
         if backend == "tensorrt" and inputs is not None:
             providers[0] = (wanted[0], tensorrt_provider_options(path.parent, inputs))
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+        self.session = ort.InferenceSession(
+            model.SerializeToString(), options, providers=providers, disabled_optimizers=disabled
+        )
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 

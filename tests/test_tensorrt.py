@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 import pytest
 
-from spacelive.dequantize import is_quantized
 from spacelive.engine import DEFAULT_MODELS
+from spacelive.quantization import is_quantized
 from spacelive.runners import STAGES, StageRunner, tensorrt_provider_options
 
 
@@ -38,7 +38,7 @@ def test_the_tensorrt_provider_gets_a_batch_profile_over_every_input():
 
 def test_the_graphs_tensorrt_builds_from_have_no_integer_ops():
     """TensorRT has no ConvInteger / MatMulInteger: it gets the dequantized graphs."""
-    from spacelive.dequantize import dequantize
+    from spacelive.quantization import dequantize
 
     manifest = json.loads((DEFAULT_MODELS / "manifest.json").read_text())
     for stage in STAGES:

@@ -8,8 +8,11 @@ one session's loud audio would change another's numbers. The server steps sessio
 * ``quantize_rows`` (the CPU): every activation that feeds a ``MatMulInteger`` is quantized per
   row (symmetric, the row's own max |x| / 127, stored as uint8 around a zero point of 128:
   ONNX Runtime's fast kernels multiply uint8 activations by int8 weights), so the int8 kernels
-  stay: a batch row equals that row run alone, bit for bit. ``ConvInteger`` is computed in
-  fp32 instead: ONNX Runtime's is slower than its float ``Conv`` (2x at the paper width).
+  stay: a batch row equals that row run alone, bit for bit. A ``ConvInteger`` whose output is
+  one frame (the streaming audio encoder's: its input is exactly the cached window) is the
+  same product, window flattened, and becomes a ``MatMulInteger`` too: ONNX Runtime's
+  ``ConvInteger`` is slower than its float ``Conv`` (33 against 15 ms at the paper width), its
+  ``MatMulInteger`` several times faster. Any other ``ConvInteger`` is computed in fp32.
 * ``dequantize`` (GPU providers: TensorRT has no integer ops): every int8 weight is dequantized
   once, ((W_q - zero_point) * scale, exactly what the int8 kernels multiply by), and computed
   in fp32.
@@ -42,16 +45,16 @@ def is_quantized(model: onnx.ModelProto) -> bool:
 
 def dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` with its dynamic int8 matmuls and convolutions in fp32."""
-    return _rewrite(model, float_ops=set(_INTEGER_OPS))
+    return _rewrite(model, rows=False)
 
 
 def quantize_rows(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` whose int8 matmuls quantize each activation row on its own, and
-    whose int8 convolutions run in fp32."""
-    return _rewrite(model, float_ops={"ConvInteger"})
+    """A copy of ``model`` whose int8 matmuls, and convolutions over one window, quantize each
+    activation row on its own; other int8 convolutions run in fp32."""
+    return _rewrite(model, rows=True)
 
 
-def _rewrite(model: onnx.ModelProto, float_ops: set[str]) -> onnx.ModelProto:
+def _rewrite(model: onnx.ModelProto, rows: bool) -> onnx.ModelProto:
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
@@ -61,6 +64,7 @@ def _rewrite(model: onnx.ModelProto, float_ops: set[str]) -> onnx.ModelProto:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
 
+    shapes = _static_shapes(model)
     replaced: dict[int, list[onnx.NodeProto]] = {}  # id(node) -> the nodes in its place
     dropped: set[int] = set()
     for node in graph.node:
@@ -74,10 +78,41 @@ def _rewrite(model: onnx.ModelProto, float_ops: set[str]) -> onnx.ModelProto:
             raise ValueError(f"{node.name}: not the dynamic quantization pattern")
         if rescale.op_type != "Mul":
             raise ValueError(f"{node.name}: its rescale is {rescale.op_type}, not Mul")
-        if node.op_type not in float_ops:
+        if rows and node.op_type == "MatMulInteger":
             replaced.setdefault(id(quantizer), _row_quantizer(quantizer))
             continue
-        scale_name = w_q.removesuffix("_quantized") + "_scale"
+        window = _window_conv(node, shapes) if rows else None
+        if window is not None:
+            if len(consumers[x_q]) != 1:
+                raise ValueError(f"{node.name}: its quantized input has other consumers")
+            channels, kernel = window
+            flat = f"{node.name or x_q}_window"
+            weight = numpy_helper.to_array(initializers[w_q])  # (out, channels, kernel)
+            matrix = numpy_helper.from_array(
+                np.ascontiguousarray(weight.reshape(len(weight), -1).T), f"{w_q}_matrix"
+            )
+            graph.initializer.append(matrix)
+            replaced[id(quantizer)] = [
+                _constant(f"{flat}_shape", [0, channels * kernel], np.int64),
+                helper.make_node("Reshape", [quantizer.input[0], f"{flat}_shape"], [flat]),
+                *_row_quantizer(
+                    helper.make_node("DynamicQuantizeLinear", [flat], list(quantizer.output))
+                ),
+            ]
+            replaced[id(node)] = [
+                helper.make_node(
+                    "MatMulInteger", [x_q, matrix.name, *node.input[2:4]], list(node.output)
+                )
+            ]
+            frame = rescale.output[0]
+            rows = helper.make_node("Mul", list(rescale.input), [f"{flat}_rows"])
+            replaced[id(rescale)] = [
+                rows,
+                _constant(f"{flat}_frame", [0, -1, 1], np.int64),
+                helper.make_node("Reshape", [rows.output[0], f"{flat}_frame"], [frame]),
+            ]
+            continue
+        scale_name = _weight_scale(rescale, quantizer.output[1], producer)
         weight = (
             numpy_helper.to_array(initializers[w_q]).astype(np.float32)
             - numpy_helper.to_array(initializers[w_zp]).astype(np.float32)
@@ -114,17 +149,12 @@ def _row_quantizer(quantizer: onnx.NodeProto) -> list[onnx.NodeProto]:
     x_q, scale, zero_point = quantizer.output
     p = (quantizer.name or x_q) + "_rows"
 
-    def const(name: str, value, dtype) -> onnx.NodeProto:
-        return helper.make_node(
-            "Constant", [], [name], value=numpy_helper.from_array(np.array(value, dtype), name)
-        )
-
     return [
-        const(f"{p}_levels", INT8_LEVELS, np.float32),
-        const(f"{p}_tiny", 1e-30, np.float32),
-        const(f"{p}_low", -INT8_LEVELS, np.float32),
-        const(f"{p}_shift", float(ZERO_POINT), np.float32),
-        const(zero_point, ZERO_POINT, np.uint8),
+        _constant(f"{p}_levels", INT8_LEVELS, np.float32),
+        _constant(f"{p}_tiny", 1e-30, np.float32),
+        _constant(f"{p}_low", -INT8_LEVELS, np.float32),
+        _constant(f"{p}_shift", float(ZERO_POINT), np.float32),
+        _constant(zero_point, ZERO_POINT, np.uint8),
         helper.make_node("Abs", [x], [f"{p}_abs"]),
         helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_max"], axes=[-1], keepdims=1),
         helper.make_node("Max", [f"{p}_max", f"{p}_tiny"], [f"{p}_range"]),
@@ -135,6 +165,56 @@ def _row_quantizer(quantizer: onnx.NodeProto) -> list[onnx.NodeProto]:
         helper.make_node("Add", [f"{p}_clipped", f"{p}_shift"], [f"{p}_shifted"]),
         helper.make_node("Cast", [f"{p}_shifted"], [x_q], to=TensorProto.UINT8),
     ]
+
+
+def _weight_scale(
+    rescale: onnx.NodeProto, x_scale: str, producer: dict[str, onnx.NodeProto]
+) -> str:
+    """The weight's scale: the factor of the rescale's scale product that is not x's."""
+    for name in rescale.input:
+        product = producer.get(name)
+        if product is not None and product.op_type == "Mul" and x_scale in product.input:
+            (other,) = [i for i in product.input if i != x_scale]
+            return other
+    raise ValueError(f"{rescale.name}: no product of the activation and weight scales")
+
+
+def _constant(name: str, value, dtype) -> onnx.NodeProto:
+    return helper.make_node(
+        "Constant", [], [name], value=numpy_helper.from_array(np.array(value, dtype), name)
+    )
+
+
+def _static_shapes(model: onnx.ModelProto) -> dict[str, list]:
+    """Inferred shapes by tensor name (ints where known, else the symbolic name or None)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    values = list(inferred.graph.value_info) + list(inferred.graph.input)
+    return {
+        v.name: [
+            d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim
+        ]
+        for v in values
+    }
+
+
+def _window_conv(node: onnx.NodeProto, shapes: dict[str, list]) -> tuple[int, int] | None:
+    """(channels, kernel) of a 1-D ConvInteger whose input (batch, channels, kernel) is exactly
+    one window (no padding, stride or dilation, one group), so its output is one frame: a
+    matmul of the flattened window. None for any other convolution."""
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    shape = shapes.get(node.input[0])
+    if shape is None or len(shape) != 3 or None in shape[1:]:
+        return None
+    kernel = attributes.get("kernel_shape", [None])
+    plain = (
+        all(v == 0 for v in attributes.get("pads", [0]))
+        and all(v == 1 for v in attributes.get("strides", [1]))
+        and all(v == 1 for v in attributes.get("dilations", [1]))
+        and attributes.get("group", 1) == 1
+    )
+    if len(kernel) != 1 or kernel[0] != shape[2] or not plain:
+        return None
+    return int(shape[1]), int(shape[2])
 
 
 def _live(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:

@@ -68,7 +68,7 @@ def row_mixing(manifest: dict) -> dict:
         served = StageRunner(path).session
         feed = feeds(entry["inputs"], 4, rng)
         result[stage] = {}
-        for kind, session in (("int8_as_stored", stored), ("dequantized_as_served", served)):
+        for kind, session in (("int8_as_stored", stored), ("row_quantized_as_served", served)):
             names = [o.name for o in session.get_outputs()]
             batched = session.run(None, feed)
             worst = 0.0

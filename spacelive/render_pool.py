@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
+from spacelive import FRAME_SIZE
 from spacelive.video import EncodedFrame
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def _serve(conn: Connection, spec: RendererSpec) -> None:
 
     cv2.setNumThreads(1)
     renderer = _make_renderer(spec)
+    picture = np.empty((FRAME_SIZE, FRAME_SIZE, 3), np.uint8)  # every frame, encoded at once
     sessions: dict[int, tuple] = {}
     while True:
         try:
@@ -86,7 +88,7 @@ def _serve(conn: Connection, spec: RendererSpec) -> None:
             elif kind == "frame":
                 source, encoder = sessions[sid]
                 t0 = time.perf_counter()
-                rgb = renderer.render(source, message[3])
+                rgb = renderer.render(source, message[3], picture)
                 t1 = time.perf_counter()
                 frame = encoder.encode(rgb, message[2])
                 conn.send(RenderedFrame(sid, frame, t1 - t0, time.perf_counter() - t1))

@@ -26,6 +26,7 @@ the window of the frame that moves. GPU hosts run its ONNX twin (``renderer_onnx
 ``export/renderer_graph.py``): the same program on whole frames, fed by ``frame_inputs``.
 """
 
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -196,7 +197,9 @@ class Renderer(Protocol):
 
     def prepare(self, image: np.ndarray, kp_source_px: np.ndarray) -> RenderSource: ...
 
-    def render(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray: ...
+    def render(
+        self, source: RenderSource, kp_driving_px: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray: ...
 
 
 class WarpRenderer:
@@ -212,6 +215,7 @@ class WarpRenderer:
         self._pad = int(cell)
         base = np.arange(FRAME_SIZE, dtype=np.float32)
         self._base_x, self._base_y = np.meshgrid(base, base)
+        self._scratch = threading.local()  # per thread: the upsampled flow of the frame
 
     @staticmethod
     def prepare(image: np.ndarray, kp_source_px: np.ndarray) -> RenderSource:
@@ -243,7 +247,7 @@ class WarpRenderer:
     def sample_map(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray:
         """The global layer: (512, 512, 2) float32 source coordinates for every output pixel."""
         driving = np.asarray(kp_driving_px, dtype=np.float32)
-        return self._upsample_flow(self._coarse_flow(source, driving), FULL_FRAME)
+        return self._upsample_flow(self._coarse_flow(source, driving), FULL_FRAME).copy()
 
     def _coarse_flow(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray:
         """(GRID + 2, GRID + 2, 2) source coordinates at the centres of the padded grid."""
@@ -290,17 +294,22 @@ class WarpRenderer:
     def _upsample_flow(self, coarse: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
         """Bilinear upsampling of the coarse map, only for the pixels of ``window``: the cells
         it needs (one more on each side) are resized alone and give the same values as
-        resizing the whole grid."""
+        resizing the whole grid. The result is a view of this thread's scratch buffer, valid
+        until its next call."""
         y0, y1, x0, x1 = window
         cell = self._pad
         cy0, cx0 = y0 // cell, x0 // cell
         cy1, cx1 = min((y1 - 1) // cell + 3, GRID + 2), min((x1 - 1) // cell + 3, GRID + 2)
         crop = coarse[cy0:cy1, cx0:cx1]
-        full = cv2.resize(
-            crop, ((cx1 - cx0) * cell, (cy1 - cy0) * cell), interpolation=cv2.INTER_LINEAR
-        )
+        scratch = getattr(self._scratch, "flow", None)
+        if scratch is None:  # (GRID + 2) cells a side: the largest resize, made once
+            side = (GRID + 2) * cell
+            scratch = self._scratch.flow = np.empty((side, side, 2), np.float32)
+        height, width = (cy1 - cy0) * cell, (cx1 - cx0) * cell
+        full = scratch[:height, :width]
+        cv2.resize(crop, (width, height), dst=full, interpolation=cv2.INTER_LINEAR)
         oy, ox = (cy0 - 1) * cell, (cx0 - 1) * cell
-        return np.ascontiguousarray(full[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
+        return full[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
 
     def _moving_window(self, coarse: np.ndarray, driving: np.ndarray):
         """The cell-aligned box (y0, y1, x0, x1) outside which nothing moves: the global flow
@@ -339,22 +348,38 @@ class WarpRenderer:
             return None
         return top, bottom, left, right
 
-    def render(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray:
-        """kp_driving_px: (478, >=2) pixels -> (512, 512, 3) uint8 frame."""
+    def render(
+        self, source: RenderSource, kp_driving_px: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """kp_driving_px: (478, >=2) pixels -> (512, 512, 3) uint8 frame.
+
+        ``out``: a (512, 512, 3) uint8 C-contiguous array to render into and return, for
+        callers that encode each frame before the next (a session, a render worker): the
+        frame then allocates nothing at its own size. None: a new array."""
+        if out is None:
+            out = np.empty_like(source.image)
+        elif out.shape != source.image.shape or out.dtype != np.uint8:
+            raise ValueError(f"out must be {source.image.shape} uint8, not {out.shape} {out.dtype}")
+        np.copyto(out, source.image)
         driving = moving_keypoints(source, kp_driving_px)
         if driving is None:
-            return source.image.copy()  # the rest pose: nothing moves, nothing to resample
+            return out  # the rest pose: nothing moves, nothing to resample
         coarse = self._coarse_flow(source, driving)
         window = self._moving_window(coarse, driving)
         if window is None:
-            return source.image.copy()
+            return out
         sample = _Window(window, self._upsample_flow(coarse, window))
         paint = [self._mouth(source, driving, sample)]
         paint += [self._eye(source, driving, eye, sample) for eye in EYES]
-        frame = source.image.copy()
+        frame = out
         y0, y1, x0, x1 = window
-        frame[y0:y1, x0:x1] = cv2.remap(
-            source.image, sample.xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        cv2.remap(
+            source.image,
+            sample.xy,
+            None,
+            cv2.INTER_LINEAR,
+            dst=frame[y0:y1, x0:x1],
+            borderMode=cv2.BORDER_REPLICATE,
         )
         for layer in paint:
             if layer is not None:

@@ -28,11 +28,17 @@ class OnnxRenderer:
     def prepare(self, image: np.ndarray, kp_source_px: np.ndarray) -> RenderSource:
         return self._cpu.prepare(image, kp_source_px)
 
-    def render(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray:
-        """kp_driving_px: (478, >=2) pixels -> (512, 512, 3) uint8 frame."""
+    def render(
+        self, source: RenderSource, kp_driving_px: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """kp_driving_px: (478, >=2) pixels -> (512, 512, 3) uint8 frame (into ``out`` if
+        given, as ``WarpRenderer.render``; the graph's output is copied there)."""
+        out = np.empty_like(source.image) if out is None else out
         driving = moving_keypoints(source, kp_driving_px)
         if driving is None:
-            return source.image.copy()
+            np.copyto(out, source.image)
+            return out
         inputs = self._cpu.frame_inputs(source, driving)
         inputs["image"], inputs["clean"] = source.image[None], source.clean[None]
-        return self._graph.run(inputs)["frame"][0]
+        np.copyto(out, self._graph.run(inputs)["frame"][0])
+        return out

@@ -54,6 +54,7 @@ class StreamSession:
         self._keypoints: KeypointEncoder | None = None
         self._render_source: RenderSource | None = None  # made at the first local render:
         self._encoder: H264Encoder | None = None  # the BatchEngine renders elsewhere
+        self._picture: np.ndarray | None = None  # the frame rendered into, reused
         if output == "keypoints":
             if motion.stages.motion_basis is None:
                 raise InputError(
@@ -168,8 +169,11 @@ class StreamSession:
         if self._encoder is None:
             self._render_source = self._renderer.prepare(self.avatar.image, self.avatar.mesh_px)
             self._encoder = H264Encoder()
+            self._picture = np.empty_like(self._render_source.image)
         assert self._render_source is not None
-        rgb = self._renderer.render(self._render_source, crop_to_pixels(motion.keypoints))
+        rgb = self._renderer.render(
+            self._render_source, crop_to_pixels(motion.keypoints), self._picture
+        )
         t1 = time.perf_counter()
         encoded = self._encoder.encode(rgb, motion.frame_index)
         return self.count_frame(encoded, t1 - t0, time.perf_counter() - t1)

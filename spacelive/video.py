@@ -53,12 +53,22 @@ class H264Encoder:
         }
         self._codec: av.VideoCodecContext | None = codec
         self._pts = 0
+        # One picture, refilled per frame: encoding converts it to yuv420p into a frame of
+        # its own before libx264 sees it, so nothing holds on to this one.
+        self._picture = av.VideoFrame(width, height, "rgb24")
 
     def encode(self, rgb: np.ndarray, frame_index: int) -> EncodedFrame:
         """rgb: (H, W, 3) uint8 -> the frame's access unit."""
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         if self._codec is None:
             raise RuntimeError("encoder is closed")
+        frame = self._picture
+        if rgb.shape != (frame.height, frame.width, 3) or rgb.dtype != np.uint8:
+            raise ValueError(
+                f"expected ({frame.height}, {frame.width}, 3) uint8, got {rgb.shape} {rgb.dtype}"
+            )
+        plane = frame.planes[0]
+        rows = np.frombuffer(memoryview(plane), np.uint8).reshape(frame.height, plane.line_size)
+        rows[:, : 3 * frame.width] = rgb.reshape(frame.height, -1)
         frame.pts = self._pts
         self._pts += 1
         packets = self._codec.encode(frame)

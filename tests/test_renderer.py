@@ -39,3 +39,21 @@ def test_render_is_deterministic(avatar):
     source = renderer.prepare(avatar.image, avatar.mesh_px)
     driving = avatar.mesh_px + np.array([3.0, -2.0, 0.0], np.float32)
     assert np.array_equal(renderer.render(source, driving), renderer.render(source, driving))
+
+
+def test_rendering_into_a_reused_frame_gives_the_same_bytes(avatar):
+    """Sessions and render workers pass one frame buffer for every frame: what it held
+    before (another pose, a rest frame) never shows through, and the flow scratch of one
+    frame does not leak into the next."""
+    renderer = WarpRenderer()
+    source = renderer.prepare(avatar.image, avatar.mesh_px)
+    jaw = avatar.mesh_px.copy()
+    jaw[avatar.mesh_px[:, 1] > avatar.mesh_px[MESH_TO_IBUG68[33], 1], 1] += 8
+    shifted = avatar.mesh_px + np.array([3.0, -2.0, 0.0], np.float32)
+    poses = [jaw, shifted, avatar.mesh_px, jaw]
+    fresh = [WarpRenderer().render(source, p) for p in poses]
+    buffer = np.full_like(avatar.image, 77)
+    for pose, expected in zip(poses, fresh, strict=True):
+        frame = renderer.render(source, pose, buffer)
+        assert frame is buffer
+        assert np.array_equal(frame, expected)

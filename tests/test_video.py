@@ -47,3 +47,24 @@ def test_mp4_has_the_frames_at_30_fps_and_the_audio(tmp_path: Path):
 def test_mp4_needs_a_keyframe_first(tmp_path: Path):
     with pytest.raises(ValueError, match="keyframe"):
         write_mp4(tmp_path / "x.mp4", _frames(3)[1:], None, 16_000)
+
+
+def test_the_encoder_keeps_nothing_of_the_callers_frame():
+    """Encoding a buffer that is overwritten after each call gives the bytes of encoding
+    separate arrays: the encoder copies each frame before it returns."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (512, 512, 3), dtype=np.uint8) for _ in range(12)]
+    separate = H264Encoder()
+    expected = [separate.encode(f, i).data for i, f in enumerate(frames)]
+    reused, buffer = H264Encoder(), np.empty_like(frames[0])
+    got = []
+    for i, f in enumerate(frames):
+        np.copyto(buffer, f)
+        got.append(reused.encode(buffer, i).data)
+        buffer[:] = 0
+    assert got == expected
+
+
+def test_the_encoder_refuses_a_frame_of_the_wrong_shape():
+    with pytest.raises(ValueError, match="expected"):
+        H264Encoder().encode(np.zeros((256, 256, 3), np.uint8), 0)

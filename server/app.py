@@ -32,7 +32,7 @@ class ServerConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     default_portrait: Path = DEFAULT_PORTRAIT
     max_sessions: int = 8
-    workers: int = os.cpu_count() or 2  # render processes
+    workers: int = os.cpu_count() or 2  # render processes (never more than max_sessions)
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -48,7 +48,7 @@ def create_app(config: ServerConfig = ServerConfig()) -> FastAPI:
         engine = Engine(config.engine)
         batch = BatchEngine(
             engine.motion,
-            workers=config.workers,
+            workers=max(1, min(config.workers, config.max_sessions)),  # one session each at most
             renderer=RendererSpec(
                 config.engine.renderer, config.engine.backend, config.engine.threads
             ),

@@ -530,7 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-sessions", type=int, default=8)
     serve.add_argument(
-        "--workers", type=int, default=None, help="render threads (default: one per core)"
+        "--workers",
+        type=int,
+        default=None,
+        help="render processes (default: one per core; never more than --max-sessions)",
     )
     engine_options(serve)
     serve.set_defaults(run=_cmd_serve)

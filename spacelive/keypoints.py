@@ -17,6 +17,7 @@ video restarts at an IDR.
 """
 
 import base64
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -60,6 +61,12 @@ class MotionBasis:
         np.savez(path, mean=self.mean, components=self.components)
 
     def to_json(self) -> dict:
+        """The ``ready`` event's basis (about 300 KB of base64), encoded once per basis: every
+        keypoint session of a server sends the same one."""
+        return dict(self._json)
+
+    @functools.cached_property
+    def _json(self) -> dict:
         return {
             "components": len(self.components),
             "mean": _b64(self.mean),

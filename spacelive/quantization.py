@@ -104,12 +104,13 @@ def _rewrite(model: onnx.ModelProto, rows: bool) -> onnx.ModelProto:
                     "MatMulInteger", [x_q, matrix.name, *node.input[2:4]], list(node.output)
                 )
             ]
-            frame = rescale.output[0]
-            rows = helper.make_node("Mul", list(rescale.input), [f"{flat}_rows"])
-            replaced[id(rescale)] = [
-                rows,
+            rescaled = helper.make_node("Mul", list(rescale.input), [f"{flat}_rows"])
+            replaced[id(rescale)] = [  # (batch, out) back to the conv's (batch, out, 1)
+                rescaled,
                 _constant(f"{flat}_frame", [0, -1, 1], np.int64),
-                helper.make_node("Reshape", [rows.output[0], f"{flat}_frame"], [frame]),
+                helper.make_node(
+                    "Reshape", [rescaled.output[0], f"{flat}_frame"], [rescale.output[0]]
+                ),
             ]
             continue
         scale_name = _weight_scale(rescale, quantizer.output[1], producer)

@@ -356,22 +356,18 @@ class WarpRenderer:
         ``out``: a (512, 512, 3) uint8 C-contiguous array to render into and return, for
         callers that encode each frame before the next (a session, a render worker): the
         frame then allocates nothing at its own size. None: a new array."""
-        if out is None:
-            out = np.empty_like(source.image)
-        elif out.shape != source.image.shape or out.dtype != np.uint8:
-            raise ValueError(f"out must be {source.image.shape} uint8, not {out.shape} {out.dtype}")
-        np.copyto(out, source.image)
+        frame = frame_buffer(source, out)
+        np.copyto(frame, source.image)
         driving = moving_keypoints(source, kp_driving_px)
         if driving is None:
-            return out  # the rest pose: nothing moves, nothing to resample
+            return frame  # the rest pose: nothing moves, nothing to resample
         coarse = self._coarse_flow(source, driving)
         window = self._moving_window(coarse, driving)
         if window is None:
-            return out
+            return frame
         sample = _Window(window, self._upsample_flow(coarse, window))
         paint = [self._mouth(source, driving, sample)]
         paint += [self._eye(source, driving, eye, sample) for eye in EYES]
-        frame = out
         y0, y1, x0, x1 = window
         cv2.remap(
             source.image,
@@ -603,6 +599,19 @@ class WarpRenderer:
             sub = (y0, y0 + len(ball), x0, x0 + ball.shape[1])
             return sub, ball, opening[cut]
         return None
+
+
+def frame_buffer(source: RenderSource, out: np.ndarray | None) -> np.ndarray:
+    """The array a frame is rendered into: ``out`` (checked: the source's shape, uint8,
+    C-contiguous) or a new one."""
+    if out is None:
+        return np.empty_like(source.image)
+    if out.shape != source.image.shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(
+            f"out must be a C-contiguous {source.image.shape} uint8 array, "
+            f"not {out.shape} {out.dtype}"
+        )
+    return out
 
 
 def moving_keypoints(source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray | None:

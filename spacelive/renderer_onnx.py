@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spacelive.renderer import RenderSource, WarpRenderer, moving_keypoints
+from spacelive.renderer import RenderSource, WarpRenderer, frame_buffer, moving_keypoints
 from spacelive.runners import StageRunner
 
 RENDERER_GRAPH = Path(__file__).resolve().parent / "assets" / "renderer.onnx"
@@ -33,7 +33,7 @@ class OnnxRenderer:
     ) -> np.ndarray:
         """kp_driving_px: (478, >=2) pixels -> (512, 512, 3) uint8 frame (into ``out`` if
         given, as ``WarpRenderer.render``; the graph's output is copied there)."""
-        out = np.empty_like(source.image) if out is None else out
+        out = frame_buffer(source, out)
         driving = moving_keypoints(source, kp_driving_px)
         if driving is None:
             np.copyto(out, source.image)

@@ -1,6 +1,7 @@
 """The first renderer: rest is exact, motion moves the right pixels and only those."""
 
 import numpy as np
+import pytest
 
 from spacelive.landmarks import MESH_TO_IBUG68
 from spacelive.renderer import WarpRenderer
@@ -57,3 +58,15 @@ def test_rendering_into_a_reused_frame_gives_the_same_bytes(avatar):
         frame = renderer.render(source, pose, buffer)
         assert frame is buffer
         assert np.array_equal(frame, expected)
+
+
+def test_a_frame_buffer_of_the_wrong_kind_is_refused(avatar):
+    renderer = WarpRenderer()
+    source = renderer.prepare(avatar.image, avatar.mesh_px)
+    for wrong in (
+        np.zeros((256, 256, 3), np.uint8),
+        np.zeros(avatar.image.shape, np.float32),
+        np.zeros((512, 1024, 3), np.uint8)[:, ::2],  # right shape, not contiguous
+    ):
+        with pytest.raises(ValueError, match="C-contiguous"):
+            renderer.render(source, avatar.mesh_px, wrong)

@@ -6,7 +6,8 @@ Pins itself to one CPU and OpenCV to one thread and renders three sweeps with he
 throughout: head motion alone; talking (plus mouth openings); and every layer at once (plus
 blinks and a gaze that never rests), each frame into one reused frame buffer as served and,
 alternating with it, into a new one. Writes benchmarks/results/renderer.json with
-percentiles and a per-layer breakdown. The remap of one 512x512 frame is reported as the
+percentiles, a per-layer breakdown and the memory a frame holds while it is rendered (into the
+reused buffer or a new one) and encoded. The remap of one 512x512 frame is reported as the
 machine's yardstick, since this machine's speed drifts between runs. The layer breakdown is
 for one frame of the all-layers sweep, over the window of the frame that moves. The ONNX twin
 (the GPU hosts' renderer) is compared with it on ONNX Runtime's CPU provider.
@@ -17,6 +18,7 @@ import json
 import os
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import cv2
@@ -29,6 +31,7 @@ from spacelive.face import FaceAnalyzer
 from spacelive.renderer import EYES, WarpRenderer, _Window
 from spacelive.renderer_onnx import OnnxRenderer
 from spacelive.rig import FaceCommand, FaceRig
+from spacelive.video import H264Encoder
 
 
 def sweep(frames: int, mouth: bool, eyes: bool) -> list[FaceCommand]:
@@ -87,6 +90,20 @@ def onnx_twin(avatar, driving: list[np.ndarray]) -> dict:
     return {"frames": len(driving), "psnr_db_min": min(psnrs), "ms_p50": float(np.median(ms))}
 
 
+def transient_peak_kb(call, calls: int = 30) -> float:
+    """Median over ``calls`` of the most memory ``call(i)`` held at once beyond what was held
+    before it (tracemalloc, which numpy reports its buffers to), in KB."""
+    tracemalloc.start()
+    peaks = []
+    for i in range(calls):
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        call(i)
+        peaks.append(tracemalloc.get_traced_memory()[1] - before)
+    tracemalloc.stop()
+    return float(np.median(peaks)) / 1024
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=300)
@@ -134,6 +151,14 @@ def main() -> int:
         "eyes": timed(lambda: [renderer._eye(source, kp, e, fresh()) for e in EYES], 100),
         "remap": timed(lambda: cv2.remap(source.image, sample, None, cv2.INTER_LINEAR), 100),
     }
+    encoder = H264Encoder()
+    allocation = {
+        "render_into_reused_frame": transient_peak_kb(
+            lambda i: renderer.render(source, driving[i], picture)
+        ),
+        "render_into_new_frame": transient_peak_kb(lambda i: renderer.render(source, driving[i])),
+        "encode": transient_peak_kb(lambda i: encoder.encode(picture, i)),
+    }
     window_fraction = (window[1] - window[0]) * (window[3] - window[2]) / FRAME_SIZE**2
     twin = onnx_twin(avatar, driving[:: max(len(driving) // 30, 1)])
     result = {
@@ -144,6 +169,7 @@ def main() -> int:
         "ms_per_frame": scenarios,
         "layer_ms_p50": {name: float(np.median(v)) for name, v in layers.items()},
         "moving_window_fraction_of_frame": window_fraction,
+        "transient_allocation_kb_median": allocation,
         "onnx_twin_cpu_provider": twin,
         "target_ms": 5.0,
     }

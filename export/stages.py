@@ -314,16 +314,34 @@ def _export_step_graph(
 
 
 def load_s2l_checkpoint(stages: Stages, checkpoint: Path) -> dict:
-    """Put a `spacelive train s2l` checkpoint's audio encoder and S2L into ``stages``;
-    returns the checkpoint's config and step."""
+    """Put a `spacelive train s2l` checkpoint's S2L (and its audio encoder, when it trained one
+    jointly) into ``stages``; returns the checkpoint's config and step, and for a checkpoint
+    trained on a frozen encoder that encoder's identity (``encoder``: file and sha256)."""
     state = torch.load(checkpoint, weights_only=False, map_location="cpu")
     weights = state["model"]
-    for prefix, module in (("audio_encoder.", stages.audio_encoder), ("s2l.", stages.s2l)):
+    joint = any(k.startswith("audio_encoder.") for k in weights)
+    parts = (("audio_encoder.", stages.audio_encoder),) if joint else ()
+    for prefix, module in (*parts, ("s2l.", stages.s2l)):
         module.load_state_dict(
             {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
         )
     stages.eval()
-    return {"step": state["step"], "config": state["config"]}
+    loaded = {"step": state["step"], "config": state["config"]}
+    if not joint:
+        encoder_json = checkpoint.parent / "encoder.json"
+        if not encoder_json.is_file():
+            raise ValueError(f"{checkpoint} has no audio encoder and no {encoder_json} naming one")
+        loaded["encoder"] = json.loads(encoder_json.read_text())
+    return loaded
+
+
+def set_s2l_rest(model_dir: Path, config: dict) -> None:
+    """Record in the manifest what the exported S2L speaks around (its training config's
+    ``rest``; runs from before the option trained around closed lips)."""
+    manifest_path = model_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest["stages"]["s2l"]["rest"] = config.get("rest", "closed")
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def load_posegen_checkpoint(stages: Stages, checkpoint: Path) -> dict:

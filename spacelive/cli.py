@@ -242,8 +242,12 @@ def _add_trainer_options(parser, stage: str, self_feed: str, hears_encoder: bool
 def _cmd_train_s2l(args) -> int:
     from spacelive.training.train_s2l import TrainConfig, train
 
-    config = _trainer_config(args, TrainConfig, args.width, ("mouth_weight",))
-    summary = train(Path(args.data), Path(args.out), config, init_from=_init_from(args))
+    extra = ("mouth_weight", "velocity_weight", "rest")
+    config = _trainer_config(args, TrainConfig, args.width, extra)
+    encoder = Path(args.encoder_from) if args.encoder_from else None
+    summary = train(
+        Path(args.data), Path(args.out), config, init_from=_init_from(args), encoder_models=encoder
+    )
     print(json.dumps(summary))
     return 0
 
@@ -276,6 +280,16 @@ def _cmd_train_basis(args) -> int:
     mfccs = corpus_mfccs(Path(args.data), args.utterances)
     summary = fit_basis(motion, avatars, mfccs, Path(args.models), args.components)
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_train_baseline(args) -> int:
+    from spacelive.training.lipsync_eval import BASELINE_PATH, fit_energy_baseline
+
+    fit = fit_energy_baseline(Path(args.data))
+    fit["fitted_on"] = args.recipe or fit["fitted_on"]
+    BASELINE_PATH.write_text(json.dumps(fit, indent=2) + "\n")
+    print(json.dumps(fit, indent=2))
     return 0
 
 
@@ -449,6 +463,7 @@ def _cmd_export(args) -> int:
         load_s2l_checkpoint,
         randomize,
         replace_stage,
+        set_s2l_rest,
         zero,
     )
     from spacelive.runners import ModelError
@@ -468,6 +483,10 @@ def _cmd_export(args) -> int:
         manifest = replace_stage(output, "posegen", stages, trained)
         print(json.dumps({n: s["file"] for n, s in manifest["stages"].items()}))
         return 0
+    if args.s2l_checkpoint and not args.posegen_checkpoint:
+        loaded = load_s2l_checkpoint(zero(stages), Path(args.s2l_checkpoint))
+        if "encoder" in loaded:  # S2L trained on a frozen encoder: it joins that encoder
+            return _export_s2l_beside_encoder(output, stages, loaded, provenance, args.quantize)
     training: str | dict = "untrained"
     placeholders: frozenset[str] = frozenset()
     if args.init == "zeros" or args.s2l_checkpoint:
@@ -492,12 +511,44 @@ def _cmd_export(args) -> int:
             training["posegen"] = {"trained": True, **pose}
             placeholders = frozenset({"l2l"})
     manifest = export_stages(stages, output, training, placeholders)
+    if args.s2l_checkpoint:
+        set_s2l_rest(output, loaded["config"])
     if args.quantize:
         from spacelive.export.stages import quantize_int8
 
         to_quantize = tuple(n for n in manifest["stages"] if n not in placeholders)
         quantize_int8(output, to_quantize)
         manifest = json.loads((output / "manifest.json").read_text())
+    print(json.dumps({n: s["file"] for n, s in manifest["stages"].items()}))
+    return 0
+
+
+def _export_s2l_beside_encoder(
+    output: Path, stages, loaded: dict, provenance: dict, quantize: bool
+):
+    """Replace S2L in the model directory ``output``, which must hold the very encoder the
+    checkpoint was trained on."""
+    from spacelive.export.stages import quantize_int8, replace_stage, set_s2l_rest
+    from spacelive.runners import ModelError
+
+    manifest_path = output / "manifest.json"
+    if not manifest_path.is_file():
+        raise ModelError(
+            f"{output} has no manifest.json: an S2L trained on a frozen encoder goes into the "
+            "model directory that holds that encoder"
+        )
+    held = json.loads(manifest_path.read_text())["stages"]["audio_encoder"]["sha256"]
+    if held != loaded["encoder"]["sha256"]:
+        raise ModelError(
+            f"{output}'s audio encoder (sha256 {held[:12]}) is not the one this S2L was trained "
+            f"on ({loaded['encoder']['file']}, sha256 {loaded['encoder']['sha256'][:12]})"
+        )
+    trained = {"trained": True, **loaded, **provenance}
+    manifest = replace_stage(output, "s2l", stages, trained)
+    set_s2l_rest(output, loaded["config"])
+    if quantize:
+        quantize_int8(output, ("s2l",))
+        manifest = json.loads(manifest_path.read_text())
     print(json.dumps({n: s["file"] for n, s in manifest["stages"].items()}))
     return 0
 
@@ -577,6 +628,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trainer_options(s2l, "s2l", "share of batches fed the model's own output", False)
     s2l.add_argument("--width", default="realtime", choices=["paper", "realtime", "tiny"])
     s2l.add_argument("--mouth-weight", type=float, help="loss weight of the mouth points")
+    s2l.add_argument("--velocity-weight", type=float, help="weight of the velocity loss")
+    s2l.add_argument(
+        "--rest",
+        choices=["portrait", "closed"],
+        help="what S2L speaks around: the portrait's own rest, or it with the lips closed",
+    )
+    s2l.add_argument(
+        "--encoder-from",
+        help="a model directory whose trained audio encoder S2L hears, frozen "
+        "(default: train an encoder jointly from MFCC)",
+    )
     s2l.set_defaults(run=_cmd_train_s2l)
     posegen = train_sub.add_parser(
         "posegen", help="PoseGen (head motion) on a synthetic corpus, hearing a trained encoder"
@@ -598,6 +660,12 @@ def build_parser() -> argparse.ArgumentParser:
     basis.add_argument("--utterances", type=int, default=80)
     basis.add_argument("--components", type=int, default=40)
     basis.set_defaults(run=_cmd_train_basis)
+    baseline = train_sub.add_parser(
+        "baseline", help="fit the lip-sync evaluation's energy baseline on a training corpus"
+    )
+    baseline.add_argument("--data", required=True, help="corpus folder from `spacelive data synth`")
+    baseline.add_argument("--recipe", help="how the corpus was made, recorded with the fit")
+    baseline.set_defaults(run=_cmd_train_baseline)
     l2l = train_sub.add_parser(
         "l2l", help="Landmarks2Latents on a synthetic corpus, hearing a trained encoder"
     )

@@ -1,9 +1,9 @@
 """The causal motion loop: MFCC frame -> audio encoder -> S2L -> PoseGen -> posing -> L2L.
 
-S2L speaks around the portrait's face with its lips closed (``closed_mouth``); the portrait's
-own mouth (a smile with parted lips, say) is added back to its output. S2L trained on open
-rests held them still in silence only on closed ones: the default portrait's lips drifted
-0.055 apart over 3 s of silence, its closed version's not at all.
+S2L speaks around the portrait's own rest landmarks, so a portrait with parted lips shuts them
+on p, b and m and returns to them in silence. Models whose manifest says ``"rest": "closed"``
+(trained around rests with the lips closed) are given the portrait with its lips closed
+instead, and the portrait's own mouth is added back to their output.
 
 A session owns its ``MotionState`` (plain arrays); ``MotionModel.step`` advances any number
 of sessions together: it concatenates their state rows, runs each stage once, and splits.
@@ -18,11 +18,13 @@ from spacelive.controls import ControlUpdate, FaceControls, FrameControls
 from spacelive.eyes import pose_eyes
 from spacelive.face import Avatar, normalize_landmarks, pose_landmarks, rotation_from_angles
 from spacelive.landmarks import JAW, MOUTH, POSE_DIMS, closed_mouth
-from spacelive.runners import StageSet
+from spacelive.runners import ModelError, StageSet
 from spacelive.timing import StageTimes
 from spacelive.transfer import DenseTransfer
 
 MOUTH_AND_JAW = np.r_[JAW, np.arange(MOUTH.start, MOUTH.stop)]
+S2L_RESTS = ("portrait", "closed")
+"""What an S2L model speaks around (its manifest entry's ``rest``; ``closed`` if absent)."""
 """Sparse landmarks whose motion the mouth-scale control multiplies."""
 
 OPEN_ENDED = np.int64(1 << 60)
@@ -53,7 +55,7 @@ class MotionState:
     caches: list[np.ndarray]  # 12 x (1, C_in, kernel - 1)
     s2l_h: np.ndarray  # (2, 1, H)
     s2l_c: np.ndarray
-    speech_rest: np.ndarray  # (1, 110, 3) the portrait's landmarks with the lips closed
+    speech_rest: np.ndarray  # (1, 110, 3) the landmarks S2L speaks around (see S2L_RESTS)
     landmarks: np.ndarray  # (1, 110, 3) previous S2L output (around speech_rest)
     pose_h: np.ndarray  # (2, 1, P)
     pose_c: np.ndarray
@@ -78,6 +80,10 @@ class MotionModel:
         # A placeholder (all-zero) L2L would pin the face to the portrait; until one is
         # trained, posed landmarks reach the renderer through the geometric transfer.
         self.l2l_placeholder = bool(stages.manifest["stages"]["l2l"].get("placeholder", False))
+        rest = stages.manifest["stages"]["s2l"].get("rest", "closed")
+        if rest not in S2L_RESTS:
+            raise ModelError(f"the manifest's s2l rest is {rest!r}; expected one of {S2L_RESTS}")
+        self.closed_rest = rest == "closed"
 
     def new_state(
         self, avatar: Avatar, controls: ControlUpdate | None = None, seed: int = 0
@@ -85,7 +91,8 @@ class MotionModel:
         """Fresh state for a stream: zero caches and LSTM state, previous = the portrait."""
         st = self.stages
         rng = np.random.default_rng(seed)
-        speech_rest = closed_mouth(avatar.landmarks0)[None].astype(np.float32)
+        rest = closed_mouth(avatar.landmarks0) if self.closed_rest else avatar.landmarks0
+        speech_rest = rest[None].astype(np.float32)
         return MotionState(
             avatar=avatar,
             controls=FaceControls(controls, seed, face_scale=avatar.pose.scale),

@@ -186,3 +186,33 @@ def test_an_unknown_renderer_is_refused(tiny_models):
 
     with pytest.raises(ValueError, match="unknown renderer 'gpu'"):
         Engine(EngineConfig(models=tiny_models, renderer="gpu"))
+
+
+@pytest.mark.parametrize("rest", ["portrait", "closed", None, "open"])
+def test_s2l_speaks_around_the_rest_its_manifest_names(tiny_models, tmp_path, avatar, rest):
+    """``"rest": "portrait"``: S2L hears the portrait's own landmarks (the astronaut's parted
+    lips included); ``"closed"`` or no entry: her landmarks with the lips closed. Anything
+    else is refused."""
+    import json
+    import shutil
+
+    from spacelive.engine import Engine, EngineConfig
+    from spacelive.landmarks import closed_mouth
+    from spacelive.runners import ModelError
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models)
+    manifest = json.loads((models / "manifest.json").read_text())
+    manifest["stages"]["s2l"].pop("rest", None)
+    if rest is not None:
+        manifest["stages"]["s2l"]["rest"] = rest
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    if rest == "open":
+        with pytest.raises(ModelError, match="s2l rest is 'open'"):
+            Engine(EngineConfig(models=models))
+        return
+    state = Engine(EngineConfig(models=models)).motion.new_state(avatar)
+    expected = avatar.landmarks0 if rest == "portrait" else closed_mouth(avatar.landmarks0)
+    np.testing.assert_allclose(state.speech_rest[0], expected, atol=1e-6)
+    gap = float(state.speech_rest[0, 66, 1] - state.speech_rest[0, 62, 1])
+    assert gap > 0.1 if rest == "portrait" else abs(gap) < 1e-3

@@ -134,7 +134,9 @@ def test_real_espeak_mbrola_timing(identity, tmp_path):
     assert phones[0].phoneme == "B" and phones[-1].phoneme == "SIL"
     frames = landmark_targets(phones, identity)
     assert abs(gap(_at(phones, "B", frames))) < 0.01
-    assert gap(_at(phones, "AA", frames)) > 0.15
+    # A 64 ms vowel between two closures: the jaw cannot open fully, but still ten times the
+    # closed gap.
+    assert gap(_at(phones, "AA", frames)) > 0.1
 
 
 def test_teach_command_writes_targets(tmp_path):
@@ -200,3 +202,21 @@ def test_voice_specific_mbrola_symbols_map_by_their_lips(symbol, arpabet):
     Spanish and Latin American mbrola voices."""
     (phone,) = [p for p in parse_pho(f"{symbol} 80\n") if p.phoneme != "SIL"]
     assert phone.phoneme == arpabet
+
+
+def test_the_mouth_moves_like_lips_not_like_a_phone_strip(identity):
+    """Articulator inertia: the inner-lip gap of running speech changes smoothly from frame to
+    frame (one-frame autocorrelation about 0.88 on speech, 0.75 for the bare dominance
+    blend), yet every bilabial still closes."""
+    rng = np.random.default_rng(3)
+    names = ["AA", "IY", "UW", "EH", "T", "S", "K", "N", "L", "R", "P", "B", "M", "F"]
+    phones = _phones(
+        ("SIL", 0.3), *((str(rng.choice(names)), float(rng.uniform(0.04, 0.14))) for _ in range(80))
+    )
+    frames = landmark_targets(phones, identity)
+    g = frames[:, 66, 1] - frames[:, 62, 1]
+    assert np.corrcoef(g[1:], g[:-1])[0, 1] > 0.8
+    for phone in phones:
+        if phone.phoneme in ("P", "B", "M") and phone.end_s - phone.start_s >= 0.06:
+            centre = frames[int(round((phone.start_s + phone.end_s) / 2 * 30))]
+            assert abs(gap(centre)) < 0.01

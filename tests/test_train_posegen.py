@@ -122,7 +122,7 @@ def test_training_checkpoints_logs_resumes_and_refuses_held_out_voices(
 def test_encoder_features_are_what_a_stream_hears(tiny_models):
     """Batched, padded encoding equals stepping each utterance alone."""
     from spacelive.runners import load_stages
-    from spacelive.training.train_posegen import encode_audio
+    from spacelive.training.encoder_features import encode_audio
 
     stages = load_stages(tiny_models)
     rng = np.random.default_rng(1)

@@ -107,7 +107,8 @@ def test_training_identities_smile_and_keep_the_ears_two_apart(monkeypatch):
     assert float(np.mean(corner_lift(1.0) - corner_lift(0.0))) == pytest.approx(0.025, abs=0.008)
 
 
-def test_training_samples_speak_around_a_closed_mouth(corpus):
+@pytest.mark.parametrize("rest", ["closed", "portrait"])
+def test_training_samples_speak_around_the_rest_they_are_asked_for(corpus, rest):
     from spacelive.landmarks import IBUG_LOWER_INNER_LIP, IBUG_UPPER_INNER_LIP
     from spacelive.training.teacher import landmarks_from_tracks
     from spacelive.training.train_s2l import Corpus, sample_batch
@@ -117,12 +118,15 @@ def test_training_samples_speak_around_a_closed_mouth(corpus):
     parted = landmarks_from_tracks(tracks, _closed_identity())[0]  # lips apart at rest
     bank = np.stack([_closed_identity(), parted])
     batch = sample_batch(
-        Corpus(corpus), bank, np.random.default_rng(3), replace(config(1), batch=16)
+        Corpus(corpus), bank, np.random.default_rng(3), replace(config(1), batch=16, rest=rest)
     )
-    rest = batch[1].numpy()
+    rests = batch[1].numpy()
     upper, lower = IBUG_UPPER_INNER_LIP, IBUG_LOWER_INNER_LIP
-    gaps = rest[:, lower, 1].mean(axis=1) - rest[:, upper, 1].mean(axis=1)
-    assert float(gaps.max()) < 1e-5  # closed (overlapping lips stay as they are)
+    gaps = rests[:, lower, 1].mean(axis=1) - rests[:, upper, 1].mean(axis=1)
+    if rest == "closed":
+        assert float(gaps.max()) < 1e-5  # closed (overlapping lips stay as they are)
+    else:  # the parted portraits keep their parted lips, and speak around them
+        assert float(gaps.max()) > 0.05 and float(gaps.min()) < 1e-5
 
 
 def _closed_identity() -> np.ndarray:
@@ -130,3 +134,44 @@ def _closed_identity() -> np.ndarray:
     from spacelive.landmarks import MESH_TO_SPARSE, closed_mouth
 
     return closed_mouth(face_model()[MESH_TO_SPARSE]).astype(np.float32)
+
+
+def test_s2l_trains_on_a_frozen_encoder_and_exports_beside_it(
+    corpus, tiny_models, tmp_path, capsys
+):
+    """S2L alone, on the features of a model directory's encoder: the checkpoint holds no
+    encoder, and export puts S2L into a directory only if it holds that very encoder."""
+    import json
+    import shutil
+
+    from spacelive.cli import main
+    from spacelive.engine import Engine, EngineConfig
+
+    out = tmp_path / "run"
+    summary = train(corpus, out, config(2), encoder_models=tiny_models)
+    assert summary["steps"] == 2
+    weights = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
+    assert weights and all(k.startswith("s2l.") for k in weights)
+    assert (out / "features.npz").exists()
+    assert train(corpus, out, config(3), encoder_models=tiny_models)["steps"] == 3  # cached
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models)
+    before = json.loads((models / "manifest.json").read_text())["stages"]
+    argv = ["export", "--width", "tiny", "--s2l-checkpoint", str(out / "checkpoint.pt")]
+    assert main([*argv, "-o", str(models)]) == 0
+    after = json.loads((models / "manifest.json").read_text())["stages"]
+    assert after["audio_encoder"] == before["audio_encoder"]
+    assert after["s2l"]["sha256"] != before["s2l"]["sha256"]
+    assert after["s2l"]["training"]["step"] == 3
+    assert after["s2l"]["rest"] == "portrait"  # what it was trained around, for the runtime
+    Engine(EngineConfig(models=models))  # loads
+
+    manifest = json.loads((models / "manifest.json").read_text())
+    manifest["stages"]["audio_encoder"]["sha256"] = "0" * 64  # another encoder
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main([*argv, "-o", str(models)]) == 2
+    assert "is not the one this S2L was trained on" in capsys.readouterr().err
+    assert main([*argv, "-o", str(tmp_path / "empty")]) == 2
+    assert "has no manifest.json" in capsys.readouterr().err

@@ -67,8 +67,7 @@ def smooth_deformation(face: np.ndarray, rng: np.random.Generator) -> np.ndarray
 
 def perturb(identity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random face shape: overall width and height, mouth width, lip thickness, jaw width;
-    and the portrait's own expression: some smile. (S2L is always given its rest with the lips
-    closed: see ``spacelive.motion``.)"""
+    and the portrait's own expression: some smile."""
     face = identity.astype(np.float64).copy()
     if rng.random() < REST_SMILE_SHARE:
         smile = np.zeros(len(EMOTIONS))

@@ -17,7 +17,7 @@ Every example draws:
   blinks and a gaze;
 
 and the audio encoder's features for that window (the bundled encoder, frozen, stepped
-through its ONNX graph as a stream steps it; see ``train_posegen.encode_audio``).
+through its ONNX graph as a stream steps it; see ``encoder_features.encode_audio``).
 
 Loss: L1 on the keypoints in pixels of the 512 frame, plus a velocity L1. In ``self_feed`` of
 the batches the model runs free on its own previous keypoints (back-propagated through), in

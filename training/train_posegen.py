@@ -31,6 +31,7 @@ from spacelive.models.widths import width_named
 from spacelive.runners import StageSet
 from spacelive.training.alignment import Phone
 from spacelive.training.corpus import HELD_OUT_VOICES
+from spacelive.training.encoder_features import encode_audio
 from spacelive.training.head_motion import head_motion
 from spacelive.training.run import TrainingRun
 
@@ -70,38 +71,6 @@ class PoseUtterance:
     features: np.ndarray  # (T, C) float32, the audio encoder's output per frame
     audio: np.ndarray  # (samples,) float32, 16 kHz
     phones: list[Phone]
-
-
-def encode_audio(stages: StageSet, mfccs: list[np.ndarray], batch: int = 64) -> list[np.ndarray]:
-    """The audio encoder's features (T, C) per utterance, stepped through its ONNX graph as a
-    stream steps it (zero caches, lookahead flushed with zero frames)."""
-    lookahead = int(stages.manifest["stages"]["audio_encoder"]["lookahead"])
-    names = [n for n in stages.audio_encoder.input_names if n.startswith("cache_")]
-    out: list[np.ndarray] = []
-    for first in range(0, len(mfccs), batch):
-        group = mfccs[first : first + batch]
-        rows, longest = len(group), max(len(m) for m in group)
-        caches = {
-            n: np.zeros(stages.input_shape("audio_encoder", n, rows), np.float32) for n in names
-        }
-        counts = np.array([len(m) for m in group], np.int64)
-        features: list[np.ndarray] = []
-        for i in range(longest + lookahead):
-            mfcc = np.stack([m[i] if i < len(m) else np.zeros(m.shape[1], m.dtype) for m in group])
-            result = stages.audio_encoder.run(
-                {
-                    "mfcc": mfcc.astype(np.float32),
-                    "frame_index": np.full(rows, i, np.int64),
-                    "frame_count": counts,
-                    **caches,
-                }
-            )
-            caches = {n: result[f"new_{n}"] for n in names}
-            if i >= lookahead:
-                features.append(result["audio"])
-        stacked = np.stack(features, axis=1)  # (rows, longest, C)
-        out += [stacked[r, : len(m)].copy() for r, m in enumerate(group)]
-    return out
 
 
 def load_corpus(folder: Path, stages: StageSet, cache: Path | None = None) -> list[PoseUtterance]:

@@ -4,17 +4,27 @@ The paper's recipe scaled to a CPU: Adam, warm-up from 1e-5 to 5e-4, then cosine
 L1 on the normalized landmarks with extra weight on y, plus an L1 velocity loss. Batches are
 random windows of corpus utterances; each example draws a speaker identity and an emotion (one
 of the 8 MEAD emotions at a random intensity, or neutral), and the teacher turns the
-utterance's articulation tracks into that speaker's landmarks. Teacher forcing feeds the
-previous target frame, with noise so the model does not lean on it.
+utterance's articulation tracks into that speaker's landmarks.
 
-Streaming runs S2L autoregressively on its own output, so part of the batches (``self_feed``)
-feed the model's own free-running predictions as the previous frames instead of the teacher's:
-trained on teacher frames alone, it drifts once it hears itself.
+Streaming runs S2L autoregressively on its own output, so a share ``self_feed`` of the batches
+(by default all) feed the model's own free-running predictions (computed without gradient)
+as the previous frames; the others feed the teacher's, with noise. Trained mostly on teacher
+frames, the model leans on them: once it hears itself it lags and drifts (with a share of 0.3
+its lips parted 0.03-0.06 in 3 s of silence and the inner-lip correlation on a training voice
+was 0.47, against 0.0013 and 0.60 with all batches self-fed, at about a third of the steps;
+`benchmarks/results/lipsync_heldout_select-*.json`).
+
+With ``encoder_models`` (`--encoder-from DIR`), S2L learns on the features of that model
+directory's trained audio encoder, frozen: the int8 graph the server runs, stepped as a stream
+once over the corpus (cached in the output folder). PoseGen and L2L hear that same encoder, so
+a new S2L then ships without retraining them, and each step skips the encoder. Without it the
+encoder trains jointly with S2L from MFCC.
 
 A progress bar (on a terminal), checkpoints (resumable), a CSV log and a loss-curve PNG go to
 the output folder.
 """
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +37,12 @@ from spacelive.landmarks import EMOTIONS, MOUTH, SPARSE_POINTS, closed_mouth
 from spacelive.models.audio_encoder import AudioEncoder
 from spacelive.models.speech2landmarks import Speech2Landmarks
 from spacelive.models.widths import width_named
+from spacelive.runners import StageSet, load_stages
 from spacelive.training.corpus import HELD_OUT_VOICES
+from spacelive.training.encoder_features import encode_audio
 from spacelive.training.identities import identity_bank, perturb
 from spacelive.training.run import TrainingRun
-from spacelive.training.teacher import landmarks_from_tracks
+from spacelive.training.teacher import PARAMETERS, landmarks_from_tracks
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +50,33 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainConfig:
     width: str = "realtime"
-    steps: int = 6_000  # about 2 h 45 min at the realtime width on this project's 2-core CPU
+    steps: int = 4_000  # about 1 h 45 min at the realtime width on this project's 2-core CPU
     batch: int = 20
     window: int = 150  # frames: 5 s
     lr_start: float = 1e-5
     lr_peak: float = 4e-4
-    warmup: int = 400
+    warmup: int = 300
     y_weight: float = 2.0
     mouth_weight: float = 4.0  # extra weight of the 20 mouth points (48-67) in both losses
     velocity_weight: float = 1.0
     input_noise: float = 0.02
-    self_feed: float = 0.2  # share of batches whose previous frames are the model's own output
+    self_feed: float = 1.0  # share of batches whose previous frames are the model's own output
     neutral_fraction: float = 0.4
+    # What S2L speaks around: "portrait", the identity's own rest (lips parted or not, so it
+    # learns to shut them on p, b and m), or "closed", the rest with its lips closed (the
+    # portrait's own mouth is then added back at run time and parted lips never shut).
+    rest: str = "portrait"
     checkpoint_every: int = 250
     seed: int = 0
 
 
 class Corpus:
-    """All utterances of a corpus folder (training voices only), as float32 arrays."""
+    """All utterances of a corpus folder (training voices only), as float32 arrays.
 
-    def __init__(self, folder: Path):
+    ``audio`` is what the trained model hears per utterance: the MFCC frames (T, 40), or with
+    an ``encoder`` the frozen encoder's features (T, channels)."""
+
+    def __init__(self, folder: Path, encoder: StageSet | None = None, cache: Path | None = None):
         self.mfcc: list[np.ndarray] = []
         self.tracks: list[np.ndarray] = []
         self.voices: list[str] = []
@@ -77,24 +96,44 @@ class Corpus:
         self.weights = lengths / lengths.sum()
         stacked = np.concatenate(self.mfcc)
         self.mfcc_mean, self.mfcc_std = stacked.mean(axis=0), stacked.std(axis=0) + 1e-3
+        self.audio = self.mfcc if encoder is None else _encoded(encoder, self.mfcc, cache)
 
     @property
     def hours(self) -> float:
         return sum(len(m) for m in self.mfcc) / 30 / 3600
 
 
+def _encoded(encoder: StageSet, mfccs: list[np.ndarray], cache: Path | None) -> list[np.ndarray]:
+    """The frozen encoder's features per utterance, cached in ``cache`` under the encoder's
+    sha256 (a cache from another encoder is recomputed)."""
+    sha = encoder.manifest["stages"]["audio_encoder"]["sha256"]
+    if cache is not None and cache.exists():
+        with np.load(cache) as stored:
+            if str(stored["encoder_sha256"]) == sha and len(stored.files) == len(mfccs) + 1:
+                return [stored[f"u{i}"] for i in range(len(mfccs))]
+    log.info("encoding %d utterances with the frozen audio encoder", len(mfccs))
+    features = encode_audio(encoder, mfccs)
+    if cache is not None:
+        np.savez(cache, encoder_sha256=sha, **{f"u{i}": f for i, f in enumerate(features)})
+    return features
+
+
 def sample_batch(corpus: Corpus, bank: np.ndarray, rng: np.random.Generator, config: TrainConfig):
-    """(mfcc (B, W, 40), landmarks0 (B, 110, 3), emotion (B, W, 8), targets (B, W, 110, 3))."""
-    mfcc, rest, emotions, targets = [], [], [], []
+    """(audio (B, W, 40 or channels), landmarks0 (B, 110, 3), emotion (B, W, 8), targets
+    (B, W, 110, 3))."""
+    audio, rest, emotions, targets = [], [], [], []
     for _ in range(config.batch):
-        u = rng.choice(len(corpus.mfcc), p=corpus.weights)
-        length = len(corpus.mfcc[u])
+        u = rng.choice(len(corpus.audio), p=corpus.weights)
+        length = len(corpus.audio[u])
         start = int(rng.integers(0, max(length - config.window, 0) + 1))
         window = slice(start, start + config.window)
-        features, tracks = corpus.mfcc[u][window], corpus.tracks[u][window]
+        features, tracks = corpus.audio[u][window], corpus.tracks[u][window]
         pad = config.window - len(features)
-        # As at run time (spacelive.motion), S2L speaks around a rest with the lips closed.
-        identity = closed_mouth(perturb(bank[rng.integers(len(bank))], rng)).astype(np.float32)
+        identity = perturb(bank[rng.integers(len(bank))], rng)
+        if config.rest == "closed":
+            identity = closed_mouth(identity).astype(np.float32)
+        elif rng.random() < PARTED_REST_SHARE:  # a portrait with parted lips: shut on p, b, m
+            identity = parted(identity, rng.uniform(*PARTED_REST_OPENING))
         emotion = np.zeros(len(EMOTIONS), np.float32)
         if rng.random() >= config.neutral_fraction:
             emotion[rng.integers(1, len(EMOTIONS))] = rng.uniform(0.3, 1.0)
@@ -102,24 +141,41 @@ def sample_batch(corpus: Corpus, bank: np.ndarray, rng: np.random.Generator, con
         if pad:  # short utterance: silence after it
             features = np.concatenate([features, np.repeat(features[-1:], pad, axis=0)])
             frames = np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)])
-        mfcc.append(features)
+        audio.append(features)
         rest.append(identity)
         emotions.append(np.repeat(emotion[None], config.window, axis=0))
         targets.append(frames)
-    return tuple(torch.from_numpy(np.stack(a)) for a in (mfcc, rest, emotions, targets))
+    return tuple(torch.from_numpy(np.stack(a)) for a in (audio, rest, emotions, targets))
+
+
+PARTED_REST_SHARE, PARTED_REST_OPENING = 0.4, (0.05, 0.6)
+"""Share of training rests (with ``rest="portrait"``) whose lips are parted, and by how much
+(the teacher's jaw opening; the default portrait rests at about 0.45). Of the real faces only
+the astronaut's are parted: without these the model left them apart on p, b and m."""
+
+
+def parted(identity: np.ndarray, opening: float) -> np.ndarray:
+    """(110, 3) rest landmarks with the jaw held open by ``opening`` (teacher units)."""
+    tracks = np.zeros((1, len(PARAMETERS)))
+    tracks[0, PARAMETERS.index("open")] = opening
+    return landmarks_from_tracks(tracks, identity)[0]
 
 
 class S2LTrainer(nn.Module):
-    """Audio encoder + Speech2Landmarks, trained together."""
+    """Audio encoder + Speech2Landmarks, trained together; or S2L alone (``joint=False``) on a
+    frozen encoder's features."""
 
-    def __init__(self, width: str):
+    def __init__(self, width: str, joint: bool = True):
         super().__init__()
         w = width_named(width)
-        self.audio_encoder = AudioEncoder(w.channels)
+        self.audio_encoder = AudioEncoder(w.channels) if joint else None
         self.s2l = Speech2Landmarks(w)
 
-    def forward(self, mfcc, landmarks0, emotion, teacher):
-        return self.s2l(self.audio_encoder(mfcc), landmarks0, emotion, teacher=teacher)
+    def forward(self, audio, landmarks0, emotion, teacher):
+        """audio: MFCC (B, T, 40) when joint, else encoder features (B, T, channels)."""
+        if self.audio_encoder is not None:
+            audio = self.audio_encoder(audio)
+        return self.s2l(audio, landmarks0, emotion, teacher=teacher)
 
 
 def loss_terms(predicted: torch.Tensor, target: torch.Tensor, y_weight: float, mouth_weight: float):
@@ -134,16 +190,35 @@ def loss_terms(predicted: torch.Tensor, target: torch.Tensor, y_weight: float, m
     return position, velocity
 
 
-def train(data: Path, out: Path, config: TrainConfig, init_from: Path | None = None) -> dict:
+def train(
+    data: Path,
+    out: Path,
+    config: TrainConfig,
+    init_from: Path | None = None,
+    encoder_models: Path | None = None,
+) -> dict:
     """Train (or resume) into ``out``; returns the final summary. ``init_from`` starts a new
-    run from another run's weights (fine-tuning)."""
+    run from another run's weights (fine-tuning); ``encoder_models`` is a model directory whose
+    audio encoder S2L hears, frozen."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    corpus = Corpus(data)
+    encoder = None if encoder_models is None else load_stages(encoder_models, threads=2)
+    if encoder is not None and encoder.manifest["width"] != config.width:
+        raise ValueError(
+            f"{encoder_models} holds a {encoder.manifest['width']}-width encoder; "
+            f"S2L {config.width} cannot hear it"
+        )
+    corpus = Corpus(data, encoder, out / "features.npz")
     bank = identity_bank(out / "identities.npy")
-    model = S2LTrainer(config.width)
-    model.audio_encoder.mfcc_mean.copy_(torch.from_numpy(corpus.mfcc_mean))
-    model.audio_encoder.mfcc_std.copy_(torch.from_numpy(corpus.mfcc_std))
+    model = S2LTrainer(config.width, joint=encoder is None)
+    if model.audio_encoder is not None:
+        model.audio_encoder.mfcc_mean.copy_(torch.from_numpy(corpus.mfcc_mean))
+        model.audio_encoder.mfcc_std.copy_(torch.from_numpy(corpus.mfcc_std))
+    else:  # the checkpoint names the encoder it was trained on; export checks it
+        (out / "encoder.json").write_text(
+            json.dumps({"models": str(encoder_models), **_encoder_identity(encoder)}, indent=2)
+            + "\n"
+        )
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr_start)
     run = TrainingRun(
         out,
@@ -158,14 +233,14 @@ def train(data: Path, out: Path, config: TrainConfig, init_from: Path | None = N
     model.train()
     loss = torch.zeros(())
     while not run.done:
-        mfcc, rest, emotion, target = sample_batch(corpus, bank, run.rng, config)
+        audio, rest, emotion, target = sample_batch(corpus, bank, run.rng, config)
         previous = target + config.input_noise * torch.randn_like(target)
         if run.rng.random() < config.self_feed:
             # Streaming feeds S2L its own previous output: train on that too, or it drifts.
             with torch.no_grad():
-                previous = model(mfcc, rest, emotion, None)
+                previous = model(audio, rest, emotion, None)
         run.begin_step()
-        predicted = model(mfcc, rest, emotion, previous)
+        predicted = model(audio, rest, emotion, previous)
         position, velocity = loss_terms(predicted, target, config.y_weight, config.mouth_weight)
         loss = position + config.velocity_weight * velocity
         run.finish_step(loss, {"position": position.item(), "velocity": velocity.item()})
@@ -174,3 +249,8 @@ def train(data: Path, out: Path, config: TrainConfig, init_from: Path | None = N
 
 
 LOG_COLUMNS = ("loss", "position", "velocity", "lr")
+
+
+def _encoder_identity(stages: StageSet) -> dict:
+    entry = stages.manifest["stages"]["audio_encoder"]
+    return {"file": entry["file"], "sha256": entry["sha256"]}

@@ -7,6 +7,8 @@ import onnxruntime as ort
 import pytest
 
 from spacelive.engine import DEFAULT_MODELS
+from spacelive.face_model import face_model
+from spacelive.landmarks import MESH_TO_SPARSE
 from spacelive.quantization import dequantize, is_quantized, quantize_rows
 from spacelive.runners import StageRunner
 
@@ -17,15 +19,19 @@ ENCODER = DEFAULT_MODELS / "audio_encoder.int8.onnx"
 def _inputs(
     session: ort.InferenceSession, batch: int, seed: int = 0, loud: bool = False
 ) -> dict[str, np.ndarray]:
-    """Random inputs of the graph's shapes, at the scale the stages see (landmarks, state),
-    mid-stream (frame 20 of 100); ``loud``: the last row's audio 40x louder (a shared scale
-    would coarsen the other rows)."""
+    """Random inputs of the graph's shapes, at the scale the stages see: landmarks are a face
+    (the generic face model, jittered), state and features noise; mid-stream (frame 20 of
+    100); ``loud``: the last row's audio 40x louder (a shared scale would coarsen the other
+    rows)."""
     rng = np.random.default_rng(seed)
+    face = face_model()[MESH_TO_SPARSE].astype(np.float32)  # (110, 3), ears 2 apart
     feeds = {}
     for spec in session.get_inputs():
         shape = [batch if isinstance(d, str) else d for d in spec.shape]
         if "int64" in spec.type:
             feeds[spec.name] = np.full(shape, 20 if spec.name == "frame_index" else 100, np.int64)
+        elif spec.name in ("previous", "landmarks0"):
+            feeds[spec.name] = face + (0.02 * rng.standard_normal(shape)).astype(np.float32)
         else:
             feeds[spec.name] = (0.3 * rng.standard_normal(shape)).astype(np.float32)
     if "first" in feeds:

@@ -214,7 +214,7 @@ def train(
     if model.audio_encoder is not None:
         model.audio_encoder.mfcc_mean.copy_(torch.from_numpy(corpus.mfcc_mean))
         model.audio_encoder.mfcc_std.copy_(torch.from_numpy(corpus.mfcc_std))
-    else:  # the checkpoint names the encoder it was trained on; export checks it
+    if encoder is not None:  # the checkpoint names the encoder it was trained on; export checks
         (out / "encoder.json").write_text(
             json.dumps({"models": str(encoder_models), **_encoder_identity(encoder)}, indent=2)
             + "\n"

@@ -11,7 +11,7 @@ Streaming runs S2L autoregressively on its own output, so a share ``self_feed`` 
 as the previous frames; the others feed the teacher's, with noise. Trained mostly on teacher
 frames, the model leans on them: once it hears itself it lags and drifts (with a share of 0.3
 its lips parted 0.03-0.06 in 3 s of silence and the inner-lip correlation on a training voice
-was 0.47, against 0.0013 and 0.60 with all batches self-fed, at about a third of the steps;
+was 0.47, against 0.0013 and 0.60 with all batches self-fed, after two thirds of the steps;
 `benchmarks/results/lipsync_heldout_select-*.json`).
 
 With ``encoder_models`` (`--encoder-from DIR`), S2L learns on the features of that model

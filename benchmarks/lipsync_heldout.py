@@ -42,7 +42,10 @@ def main() -> int:
     args = parser.parse_args()
     voices = HELD_OUT
     if args.voices:
-        voices = tuple(Voice(*key.split(":", 1), "en") for key in args.voices.split(","))
+        keys = [key.split(":", 1) for key in args.voices.split(",")]
+        if any(len(k) != 2 or not all(k) for k in keys):
+            parser.error(f"--voices {args.voices!r}: expected engine:name,engine:name,...")
+        voices = tuple(Voice(engine, name, "en") for engine, name in keys)
     motion = Engine(EngineConfig(models=Path(args.models))).motion
     analyzer = FaceAnalyzer()
     portrait = (

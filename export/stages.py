@@ -310,6 +310,10 @@ def _export_step_graph(
     }
     if name == "audio_encoder":
         entry["lookahead"] = LOOKAHEAD
+    if name == "s2l" and isinstance(training, dict) and "config" in training:
+        # What the runtime gives S2L to speak around (spacelive.motion); runs from before
+        # the option trained around closed lips.
+        entry["rest"] = training["config"].get("rest", "closed")
     return entry
 
 
@@ -333,15 +337,6 @@ def load_s2l_checkpoint(stages: Stages, checkpoint: Path) -> dict:
             raise ValueError(f"{checkpoint} has no audio encoder and no {encoder_json} naming one")
         loaded["encoder"] = json.loads(encoder_json.read_text())
     return loaded
-
-
-def set_s2l_rest(model_dir: Path, config: dict) -> None:
-    """Record in the manifest what the exported S2L speaks around (its training config's
-    ``rest``; runs from before the option trained around closed lips)."""
-    manifest_path = model_dir / MANIFEST
-    manifest = json.loads(manifest_path.read_text())
-    manifest["stages"]["s2l"]["rest"] = config.get("rest", "closed")
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def load_posegen_checkpoint(stages: Stages, checkpoint: Path) -> dict:

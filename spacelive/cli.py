@@ -463,7 +463,6 @@ def _cmd_export(args) -> int:
         load_s2l_checkpoint,
         randomize,
         replace_stage,
-        set_s2l_rest,
         zero,
     )
     from spacelive.runners import ModelError
@@ -483,36 +482,39 @@ def _cmd_export(args) -> int:
         manifest = replace_stage(output, "posegen", stages, trained)
         print(json.dumps({n: s["file"] for n, s in manifest["stages"].items()}))
         return 0
-    if args.s2l_checkpoint and not args.posegen_checkpoint:
-        loaded = load_s2l_checkpoint(zero(stages), Path(args.s2l_checkpoint))
-        if "encoder" in loaded:  # S2L trained on a frozen encoder: it joins that encoder
-            return _export_s2l_beside_encoder(output, stages, loaded, provenance, args.quantize)
+    zeroed = "untrained: every weight zero (a placeholder until trained)"
     training: str | dict = "untrained"
     placeholders: frozenset[str] = frozenset()
-    if args.init == "zeros" or args.s2l_checkpoint:
-        stages = zero(stages)
-        training = "untrained: every weight zero (a placeholder until trained)"
-        placeholders = frozenset({"audio_encoder", "s2l", "posegen", "l2l"})
-    elif args.init == "random":
-        stages = randomize(stages, args.seed)
-        training = f"untrained: random weights (seed {args.seed}), for tests and benchmarks"
     if args.s2l_checkpoint:
+        stages = zero(stages)
         loaded = load_s2l_checkpoint(stages, Path(args.s2l_checkpoint))
+        if "encoder" in loaded:  # S2L trained on a frozen encoder: it joins that encoder
+            if args.posegen_checkpoint:
+                raise ModelError(
+                    f"{args.s2l_checkpoint} was trained on a frozen audio encoder: export it "
+                    "alone into the model directory that holds that encoder"
+                )
+            return _export_s2l_beside_encoder(output, stages, loaded, provenance, args.quantize)
         trained = {
             "trained": True,
             "step": loaded["step"],
             "config": loaded["config"],
             **provenance,
         }
-        training = {"audio_encoder": trained, "s2l": trained, "posegen": training, "l2l": training}
+        training = {"audio_encoder": trained, "s2l": trained, "posegen": zeroed, "l2l": zeroed}
         placeholders = frozenset({"posegen", "l2l"})
         if args.posegen_checkpoint:
             pose = load_posegen_checkpoint(stages, Path(args.posegen_checkpoint))
             training["posegen"] = {"trained": True, **pose}
             placeholders = frozenset({"l2l"})
+    elif args.init == "zeros":
+        stages = zero(stages)
+        training = zeroed
+        placeholders = frozenset({"audio_encoder", "s2l", "posegen", "l2l"})
+    elif args.init == "random":
+        stages = randomize(stages, args.seed)
+        training = f"untrained: random weights (seed {args.seed}), for tests and benchmarks"
     manifest = export_stages(stages, output, training, placeholders)
-    if args.s2l_checkpoint:
-        set_s2l_rest(output, loaded["config"])
     if args.quantize:
         from spacelive.export.stages import quantize_int8
 
@@ -528,7 +530,7 @@ def _export_s2l_beside_encoder(
 ):
     """Replace S2L in the model directory ``output``, which must hold the very encoder the
     checkpoint was trained on."""
-    from spacelive.export.stages import quantize_int8, replace_stage, set_s2l_rest
+    from spacelive.export.stages import quantize_int8, replace_stage
     from spacelive.runners import ModelError
 
     manifest_path = output / "manifest.json"
@@ -545,7 +547,6 @@ def _export_s2l_beside_encoder(
         )
     trained = {"trained": True, **loaded, **provenance}
     manifest = replace_stage(output, "s2l", stages, trained)
-    set_s2l_rest(output, loaded["config"])
     if quantize:
         quantize_int8(output, ("s2l",))
         manifest = json.loads(manifest_path.read_text())

@@ -23,9 +23,9 @@ from spacelive.timing import StageTimes
 from spacelive.transfer import DenseTransfer
 
 MOUTH_AND_JAW = np.r_[JAW, np.arange(MOUTH.start, MOUTH.stop)]
+"""Sparse landmarks whose motion the mouth-scale control multiplies."""
 S2L_RESTS = ("portrait", "closed")
 """What an S2L model speaks around (its manifest entry's ``rest``; ``closed`` if absent)."""
-"""Sparse landmarks whose motion the mouth-scale control multiplies."""
 
 OPEN_ENDED = np.int64(1 << 60)
 """frame_count of a stream whose end is not known yet."""

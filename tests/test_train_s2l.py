@@ -167,6 +167,11 @@ def test_s2l_trains_on_a_frozen_encoder_and_exports_beside_it(
     assert after["s2l"]["rest"] == "portrait"  # what it was trained around, for the runtime
     Engine(EngineConfig(models=models))  # loads
 
+    capsys.readouterr()  # with PoseGen into a new directory it would need an encoder: refused
+    assert main([*argv, "--posegen-checkpoint", "pose.pt", "-o", str(tmp_path / "new")]) == 2
+    assert "trained on a frozen audio encoder" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
     manifest = json.loads((models / "manifest.json").read_text())
     manifest["stages"]["audio_encoder"]["sha256"] = "0" * 64  # another encoder
     (models / "manifest.json").write_text(json.dumps(manifest))

@@ -236,13 +236,17 @@ def _add_trainer_options(parser, stage: str, self_feed: str, hears_encoder: bool
     parser.add_argument("--warmup", type=int, help="learning-rate warm-up steps")
     parser.add_argument("--window", type=int, help="frames per training sequence")
     parser.add_argument("--self-feed", type=float, help=self_feed)
-    parser.add_argument("--init-from", help="start from this checkpoint's weights (fine-tune)")
+    parser.add_argument(
+        "--init-from",
+        help="start from this checkpoint's weights (fine-tune); for s2l also a model directory, "
+        "whose shipped S2L is recovered from its graph",
+    )
 
 
 def _cmd_train_s2l(args) -> int:
     from spacelive.training.train_s2l import TrainConfig, train
 
-    extra = ("mouth_weight", "velocity_weight", "rest")
+    extra = ("mouth_weight", "velocity_weight", "rest", "parted_share")
     config = _trainer_config(args, TrainConfig, args.width, extra)
     encoder = Path(args.encoder_from) if args.encoder_from else None
     summary = train(
@@ -636,6 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="what S2L speaks around: the portrait's own rest, or it with the lips closed",
     )
     s2l.add_argument(
+        "--parted-share", type=float, help="share of portrait rests with the lips parted"
+    )
+    s2l.add_argument(
         "--encoder-from",
         help="a model directory whose trained audio encoder S2L hears, frozen "
         "(default: train an encoder jointly from MFCC)",
@@ -691,7 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
     eval_render.add_argument(
         "--portrait",
         action="append",
-        help="astronaut, grace_hopper, ada_lovelace or an image path (repeatable; default: all)",
+        help="astronaut, grace_hopper, barack_obama, ada_lovelace or an image path "
+        "(repeatable; default: all)",
     )
     engine_options(eval_render)
     eval_render.set_defaults(run=_cmd_eval_render)

@@ -239,8 +239,9 @@ class RenderChecker:
 
 
 def standard_portraits() -> dict[str, bytes]:
-    """Public-domain portraits shipped in registry packages (scikit-image, matplotlib; Ada
-    Lovelace from matplotlib 3.3.4's sample data, kept in the repo: see its README)."""
+    """Public-domain portraits shipped in registry packages: scikit-image's and matplotlib's
+    installed ones; Barack Obama from face_recognition 1.3.0's sdist and Ada Lovelace from
+    matplotlib 3.3.4's, kept in the repo (see its README)."""
     import matplotlib.cbook
     import skimage.data
     from PIL import Image
@@ -254,7 +255,9 @@ def standard_portraits() -> dict[str, bytes]:
     return {
         "astronaut": png(skimage.data.astronaut()),  # NASA; mouth open, teeth showing
         "grace_hopper": hopper.read_bytes(),  # US Navy
-        "ada_lovelace": (PORTRAITS / "ada_lovelace.jpg").read_bytes(),  # head turned ~29 deg
+        # White House photograph: mid-speech, mouth open, head turned ~18 deg
+        "barack_obama": (PORTRAITS / "barack_obama.jpg").read_bytes(),
+        "ada_lovelace": (PORTRAITS / "ada_lovelace.jpg").read_bytes(),  # a drawing, turned ~29 deg
     }
 
 

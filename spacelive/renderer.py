@@ -53,6 +53,8 @@ BACKGROUND_WEIGHT = 0.1
 """Weight of the zero-flow background term, relative to one keypoint at distance 0."""
 FULL_FRAME = (0, FRAME_SIZE, 0, FRAME_SIZE)
 """A window (y0, y1, x0, x1) covering the whole frame."""
+MIN_ADVANCE = 0.25
+"""The global map's source coordinates advance by at least this much per pixel (``_unfold``)."""
 MOVING_PX = 1e-3
 """Global flow below this (in pixels) is the identity: those pixels are copied, not resampled."""
 REST_TOLERANCE_PX = 0.25
@@ -289,6 +291,7 @@ class WarpRenderer:
             field += smooth(displacement - at_points(field)) / norm
         coarse = self._coarse_base.copy()
         coarse[1:-1, 1:-1] += field
+        _unfold(coarse, cell)
         return coarse
 
     def _upsample_flow(self, coarse: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
@@ -599,6 +602,21 @@ class WarpRenderer:
             sub = (y0, y0 + len(ball), x0, x0 + ball.shape[1])
             return sub, ball, opening[cut]
         return None
+
+
+def _unfold(coarse: np.ndarray, cell: float) -> None:
+    """In place, (rows, cols, 2) source coordinates on a grid of ``cell`` pixels: down each
+    column the source y, and along each row the source x, advance by at least MIN_ADVANCE of
+    a cell per cell. Where the flow falls off faster than the pixels advance (below a chin
+    that rises as an open mouth closes) the map would fold back, sample the chin a second
+    time and draw its ghost; held to advance, it stretches the skin beyond instead.
+    s'(i) = max(s(i), s'(i - 1) + m) is m i + the running max of s(j) - m j."""
+    for axis, component in ((0, 1), (1, 0)):
+        ramp = MIN_ADVANCE * cell * np.arange(coarse.shape[axis], dtype=np.float32)
+        ramp = ramp[:, None] if axis == 0 else ramp[None, :]
+        values = coarse[..., component] - ramp
+        np.maximum.accumulate(values, axis=axis, out=values)
+        coarse[..., component] = values + ramp
 
 
 def frame_buffer(source: RenderSource, out: np.ndarray | None) -> np.ndarray:

@@ -63,6 +63,10 @@ def mouth_width(mesh: np.ndarray) -> float:
     return float(np.linalg.norm(mesh[MOUTH_CORNERS[1], :2] - mesh[MOUTH_CORNERS[0], :2]))
 
 
+CORNER_SHARE = 0.45
+"""How far the mouth corners follow the jaw as it opens."""
+
+
 class FaceRig:
     """Precomputes per-portrait weights; ``apply`` maps a command to driving keypoints."""
 
@@ -79,12 +83,21 @@ class FaceRig:
         below = np.clip((f[:, 1] - corners_y) / (0.25 * half_mouth) + 0.5, 0.0, 1.0)
         lateral = np.clip(1.0 - (np.abs(f[:, 0] - chin[0]) / 0.95) ** 2, 0.0, 1.0)
         jaw = below * lateral
-        jaw[UPPER_INNER_LIP[1:-1]] = -0.12
-        jaw[UPPER_OUTER_LIP[1:-1]] = -0.08
-        jaw[LOWER_INNER_LIP[1:-1]] = 1.0
-        jaw[LOWER_OUTER_LIP[1:-1]] = 1.0
+        # The lips part like a lens, widest at the centre and meeting at the corners: each lip
+        # point follows the jaw by an elliptic taper from the corners' share to its full share.
+        centre_x = f[list(MOUTH_CORNERS), 0].mean()
+        for contour, share in (
+            (UPPER_INNER_LIP, -0.12),
+            (UPPER_OUTER_LIP, -0.08),
+            (LOWER_INNER_LIP, 1.0),
+            (LOWER_OUTER_LIP, 1.0),
+        ):
+            points = contour[1:-1]
+            across = np.clip(np.abs(f[points, 0] - centre_x) / half_mouth, 0.0, 1.0)
+            taper = np.sqrt(1.0 - across**2)
+            jaw[points] = share * taper + CORNER_SHARE * (1.0 - taper) * (share > 0)
         for corner in (61, 291, 78, 308):
-            jaw[corner] = 0.45
+            jaw[corner] = CORNER_SHARE
         self._jaw = jaw.astype(np.float32)
         self._gap_per_unit = float(jaw[LOWER_LIP_CENTRE] - jaw[UPPER_LIP_CENTRE])
         self.mouth_width = 2 * half_mouth

@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def portrait_bytes(name: str) -> bytes:
-    """The standard public-domain portraits (astronaut, grace_hopper, ada_lovelace) as bytes."""
+    """A standard public-domain portrait (``render_checks.standard_portraits``) as bytes."""
     from spacelive.render_checks import standard_portraits
 
     return standard_portraits()[name]

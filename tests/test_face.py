@@ -40,6 +40,18 @@ def test_a_turned_head_is_measured_as_turned(analyzer):
     assert np.linalg.norm(ears) == pytest.approx(2.0, abs=1e-4)
 
 
+def test_a_speaking_portrait_is_measured_open_mouthed_and_turned(analyzer):
+    """Barack Obama mid-word: the mouth open with teeth showing, the head turned ~18 deg."""
+    from spacelive.renderer import WarpRenderer
+    from spacelive.rig import inner_lip_gap, mouth_width
+
+    avatar = analyzer.analyze(portrait_bytes("barack_obama"))
+    yaw, _, roll = avatar.pose.angles_deg()
+    assert 10 < abs(yaw) < 30 and abs(roll) < 15
+    assert inner_lip_gap(avatar.mesh_px) > 0.3 * mouth_width(avatar.mesh_px)
+    assert WarpRenderer.prepare(avatar.image, avatar.mesh_px).shows_teeth
+
+
 def test_normalization_round_trips(avatar):
     sparse = pixels_to_crop(avatar.mesh_px)[MESH_TO_SPARSE]
     normalized = normalize_landmarks(sparse, avatar.pose)

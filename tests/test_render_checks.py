@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from spacelive.landmarks import LOWER_INNER_LIP, UPPER_INNER_LIP
 from spacelive.render_checks import RenderChecker, standard_portraits
 from spacelive.rig import FaceCommand, FaceRig, inner_lip_gap, mouth_width
 
@@ -18,7 +19,7 @@ def checkers(analyzer):
     portraits = standard_portraits()
     return {
         name: RenderChecker(analyzer, analyzer.analyze(portraits[name]))
-        for name in ("astronaut", "grace_hopper")
+        for name in ("astronaut", "grace_hopper", "barack_obama")
     }
 
 
@@ -32,7 +33,13 @@ def test_rest_is_exact_through_the_bundled_models(checkers):
 def test_mouth_opening_follows_the_command(checkers):
     result = checkers["astronaut"].mouth()
     assert result.passed, result.figures
-    assert checkers["grace_hopper"].mouth().figures["corr"] >= 0.95
+    # Grace Hopper's sits at the 10 % MAE threshold (0.09999 on 2026-12-02; 0.174 before the
+    # lips parted like a lens): pinned with a margin, not as a pass.
+    grace = checkers["grace_hopper"].mouth().figures
+    assert grace["corr"] >= 0.95 and grace["mae_fraction_of_widest"] <= 0.12, grace
+    # A portrait speaking with its teeth showing closes and opens wide again.
+    result = checkers["barack_obama"].mouth()
+    assert result.passed, result.figures
 
 
 @pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
@@ -58,6 +65,12 @@ def test_rig_commands_mean_what_they_say(avatar):
     wide = rig.apply(FaceCommand(mouth_open=0.4))
     assert inner_lip_gap(wide) == pytest.approx(0.4 * mouth_width(avatar.mesh_px), rel=0.1)
     assert inner_lip_gap(rig.apply(FaceCommand(mouth_open=0.0))) < 1.0
+    # The lips part like a lens: the gap narrows from the centre to the corners.
+    pairs = list(zip(UPPER_INNER_LIP[1:-1], LOWER_INNER_LIP[1:-1], strict=True))
+    gaps = [np.linalg.norm(wide[lo, :2] - wide[up, :2]) for up, lo in pairs]
+    centre = len(gaps) // 2
+    assert np.all(np.diff(gaps[: centre + 1]) > 0) and np.all(np.diff(gaps[centre:]) < 0), gaps
+    assert max(gaps[0], gaps[-1]) < 0.75 * gaps[centre], gaps
     closed = rig.apply(FaceCommand(blink=1.0))
     assert abs(closed[159, 1] - closed[145, 1]) < 1.0  # upper lid on the lower one
     np.testing.assert_allclose(rig.apply(FaceCommand()), avatar.mesh_px, atol=1e-3)

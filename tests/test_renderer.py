@@ -35,6 +35,25 @@ def test_moving_keypoints_moves_those_pixels_and_leaves_the_background(avatar):
     assert abs(sample[30, 30] - [30, 30]).max() < 0.05
 
 
+def test_closing_an_open_mouth_stretches_the_neck_instead_of_folding_the_chin(analyzer):
+    """The chin rises as the speaking portrait's mouth closes: below it the map must not fold
+    back onto the chin (that drew a ghost of it on the neck)."""
+    from spacelive.rig import FaceCommand, FaceRig
+    from tests.conftest import portrait_bytes
+
+    avatar = analyzer.analyze(portrait_bytes("barack_obama"))
+    renderer = WarpRenderer()
+    source = renderer.prepare(avatar.image, avatar.mesh_px)
+    driving = FaceRig(avatar.mesh_px, avatar.pose).apply(FaceCommand(mouth_open=0.0))
+    chin = avatar.mesh_px[MESH_TO_IBUG68[8], :2].astype(int)
+    assert driving[MESH_TO_IBUG68[8], 1] < chin[1] - 8  # the chin has risen
+    sample = renderer.sample_map(source, driving)
+    below = sample[chin[1] - 40 : chin[1] + 60, chin[0] - 40 : chin[0] + 40, 1]
+    assert np.diff(below, axis=0).min() >= 0.2  # source y advances down every column
+    along = sample[chin[1] - 40 : chin[1] + 60, chin[0] - 40 : chin[0] + 40, 0]
+    assert np.diff(along, axis=1).min() >= 0.2
+
+
 def test_render_is_deterministic(avatar):
     renderer = WarpRenderer()
     source = renderer.prepare(avatar.image, avatar.mesh_px)

@@ -180,3 +180,67 @@ def test_s2l_trains_on_a_frozen_encoder_and_exports_beside_it(
     assert "is not the one this S2L was trained on" in capsys.readouterr().err
     assert main([*argv, "-o", str(tmp_path / "empty")]) == 2
     assert "has no manifest.json" in capsys.readouterr().err
+
+
+def test_fine_tuning_starts_from_a_model_directory(corpus, tiny_models, tmp_path):
+    """Where the run that trained a shipped S2L is gone, its weights come back out of the
+    graph: training starts from them, on the encoder they were trained on, and nothing else."""
+    from spacelive.export.recover import recover_stages
+    from spacelive.export.stages import step_example, step_modules
+
+    out = tmp_path / "tuned"
+    assert train(corpus, out, config(2), init_from=tiny_models, encoder_models=tiny_models)
+    start = torch.load(out / "init-from-models.pt", weights_only=False)["model"]
+    recovered = recover_stages(tiny_models, ("s2l",))
+    assert all(torch.equal(start[f"s2l.{k}"], v) for k, v in recovered.s2l.state_dict().items())
+
+    # The recovered module computes what the graph does.
+    import onnxruntime as ort
+
+    names, args, _ = step_example(recovered)["s2l"]
+    session = ort.InferenceSession(str(tiny_models / "s2l.onnx"))
+    with torch.no_grad():
+        expected = step_modules(recovered)["s2l"](*args)
+    got = session.run(None, {n: a.numpy() for n, a in zip(names, args, strict=True)})
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, b.numpy(), atol=1e-5)
+
+    with pytest.raises(ValueError, match="frozen"):  # its encoder is not recovered
+        train(corpus, tmp_path / "joint", config(2), init_from=tiny_models)
+    with pytest.raises(ValueError, match="tiny-width"):
+        train(
+            corpus,
+            tmp_path / "wide",
+            replace(config(2), width="realtime"),
+            init_from=tiny_models,
+            encoder_models=tiny_models,
+        )
+    import json
+    import shutil
+
+    other = tmp_path / "other"  # an S2L that heard another encoder
+    shutil.copytree(tiny_models, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["stages"]["audio_encoder"]["sha256"] = "0" * 64
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="another audio encoder"):
+        train(corpus, tmp_path / "run2", config(2), init_from=other, encoder_models=tiny_models)
+
+
+def test_the_shipped_s2l_comes_back_out_of_its_int8_graph():
+    """The bundled S2L is int8 with its landmark encoder int8 at one use and fp32 at the
+    other: recovered, it matches the served graph within the int8 activations' error."""
+    from spacelive.engine import DEFAULT_MODELS
+    from spacelive.export.recover import PARITY_ATOL, RecoveryError, recover_stages
+
+    recovered = recover_stages(DEFAULT_MODELS, ("s2l",))  # checks parity, raises beyond
+    assert float(recovered.s2l.head.weight.detach().abs().max()) > 0
+    assert PARITY_ATOL <= 0.02
+    import onnx
+
+    from spacelive.export.recover import recover_stage
+    from spacelive.export.stages import build_stages
+
+    graph = onnx.load(str(DEFAULT_MODELS / "s2l.int8.onnx"))
+    with pytest.raises(RecoveryError):
+        recover_stage(build_stages("tiny"), "s2l", graph)

@@ -71,6 +71,8 @@ class TrainingRun:
             self.rng.bit_generator.state = state["rng"]
             log.info("resumed at step %d", self.step)
         elif init_from is not None:
+            if init_from.is_dir():
+                raise ValueError(f"--init-from {init_from}: a directory, not a checkpoint")
             model.load_state_dict(torch.load(init_from, weights_only=False)["model"])
             log.info("starting from the weights of %s", init_from)
         (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")

@@ -66,6 +66,8 @@ class TrainConfig:
     # learns to shut them on p, b and m), or "closed", the rest with its lips closed (the
     # portrait's own mouth is then added back at run time and parted lips never shut).
     rest: str = "portrait"
+    # Share of those rests whose lips are parted (PARTED_REST_OPENING): S2L must shut them.
+    parted_share: float = 0.4
     checkpoint_every: int = 250
     seed: int = 0
 
@@ -132,7 +134,7 @@ def sample_batch(corpus: Corpus, bank: np.ndarray, rng: np.random.Generator, con
         identity = perturb(bank[rng.integers(len(bank))], rng)
         if config.rest == "closed":
             identity = closed_mouth(identity).astype(np.float32)
-        elif rng.random() < PARTED_REST_SHARE:  # a portrait with parted lips: shut on p, b, m
+        elif rng.random() < config.parted_share:  # a portrait with parted lips: shut on p, b, m
             identity = parted(identity, rng.uniform(*PARTED_REST_OPENING))
         emotion = np.zeros(len(EMOTIONS), np.float32)
         if rng.random() >= config.neutral_fraction:
@@ -148,10 +150,10 @@ def sample_batch(corpus: Corpus, bank: np.ndarray, rng: np.random.Generator, con
     return tuple(torch.from_numpy(np.stack(a)) for a in (audio, rest, emotions, targets))
 
 
-PARTED_REST_SHARE, PARTED_REST_OPENING = 0.4, (0.05, 0.6)
-"""Share of training rests (with ``rest="portrait"``) whose lips are parted, and by how much
-(the teacher's jaw opening; the default portrait rests at about 0.45). Of the real faces only
-the astronaut's are parted: without these the model left them apart on p, b and m."""
+PARTED_REST_OPENING = (0.05, 0.6)
+"""How far the lips of a parted training rest (``TrainConfig.parted_share``) are apart (the
+teacher's jaw opening; the default portrait rests at about 0.45). Of the real faces only the
+astronaut's are parted: without these the model left them apart on p, b and m."""
 
 
 def parted(identity: np.ndarray, opening: float) -> np.ndarray:
@@ -208,6 +210,8 @@ def train(
             f"{encoder_models} holds a {encoder.manifest['width']}-width encoder; "
             f"S2L {config.width} cannot hear it"
         )
+    if init_from is not None and init_from.is_dir():
+        init_from = _checkpoint_from_models(init_from, out, config.width, encoder)
     corpus = Corpus(data, encoder, out / "features.npz")
     bank = identity_bank(out / "identities.npy")
     model = S2LTrainer(config.width, joint=encoder is None)
@@ -249,6 +253,32 @@ def train(
 
 
 LOG_COLUMNS = ("loss", "position", "velocity", "lr")
+
+
+def _checkpoint_from_models(
+    model_dir: Path, out: Path, width: str, encoder: StageSet | None
+) -> Path:
+    """``model_dir``'s shipped S2L as a checkpoint to start from (``export.recover``): where
+    the run that trained it is not at hand. It must be a run on the same frozen encoder."""
+    from spacelive.export.recover import recover_stages
+
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    if manifest["width"] != width:
+        raise ValueError(f"{model_dir} holds a {manifest['width']}-width S2L, not {width}")
+    if encoder is None:
+        raise ValueError(
+            f"{model_dir}'s S2L hears its audio encoder, which is not recovered: train it on "
+            "that encoder, frozen (--encoder-from)"
+        )
+    theirs = manifest["stages"]["audio_encoder"]["sha256"]
+    if theirs != _encoder_identity(encoder)["sha256"]:
+        raise ValueError(f"{model_dir}'s S2L was trained on another audio encoder than the given")
+    stages = recover_stages(model_dir, ("s2l",))
+    path = out / "init-from-models.pt"
+    weights = {f"s2l.{k}": v for k, v in stages.s2l.state_dict().items()}
+    torch.save({"model": weights, "models": str(model_dir)}, path)
+    log.info("recovered the S2L of %s into %s", model_dir, path)
+    return path
 
 
 def _encoder_identity(stages: StageSet) -> dict:

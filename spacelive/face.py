@@ -28,6 +28,8 @@ MAX_PORTRAIT_BYTES = 20 * 1024 * 1024
 MAX_PORTRAIT_PIXELS = 40_000_000
 MIN_PORTRAIT_SIDE = 64
 FACE_FRACTION = 0.45
+OUTSIDE_BLUR = 0.025
+"""Blur (Gaussian sigma, in frame widths) of the crop where it reaches beyond the photo."""
 """The face (mesh bounding box, widest side) spans this fraction of the crop."""
 
 # Symmetric mesh pairs (subject's right, left) that define the face's x axis.
@@ -337,7 +339,8 @@ def crop_around_face(
     """The square 512x512 crop centred on the face, the face's widest side face_fraction of it.
 
     Returns (crop (512, 512, 3) uint8, affine (2, 3) from image to crop pixels). Outside the
-    photo, edge pixels are replicated.
+    photo, its edge pixels are replicated and blurred out of focus (replicated alone, they
+    drew streaks of whatever touched the edge).
     """
     lo, hi = mesh[:, :2].min(axis=0), mesh[:, :2].max(axis=0)
     centre = (lo + hi) / 2
@@ -355,4 +358,11 @@ def crop_around_face(
     crop = cv2.warpAffine(
         rgb, affine, (FRAME_SIZE, FRAME_SIZE), flags=interpolation, borderMode=cv2.BORDER_REPLICATE
     )
+    photo = np.full(rgb.shape[:2], 1.0, np.float32)
+    inside = cv2.warpAffine(photo, affine, (FRAME_SIZE, FRAME_SIZE), flags=cv2.INTER_LINEAR)
+    if inside.min() < 1.0:
+        soft = cv2.GaussianBlur(crop, (0, 0), OUTSIDE_BLUR * FRAME_SIZE)
+        # Fading from sharp 12 px within the photo's edge to fully blurred 12 px beyond.
+        outside = (1.0 - cv2.blur(inside, (25, 25)))[..., None]
+        crop = (crop + outside * (soft.astype(np.float32) - crop)).round().astype(np.uint8)
     return crop, affine

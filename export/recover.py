@@ -6,7 +6,7 @@ Every float initializer of a step graph is one tensor of the stage's torch modul
 LSTM layer's two biases. Which, is found by exporting the same module with distinct random
 values and matching them; an int8 graph is dequantized first (``spacelive.quantization``), so
 the weights recovered are the int8 weights the server runs, in fp32. The recovered module is
-checked against the graph on the example inputs before it is returned.
+checked against the graph as served, on inputs at the scale the stage sees, before it is kept.
 """
 
 import copy
@@ -165,9 +165,8 @@ def _face_shaped(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         elif value.ndim == 3 and value.shape[1] in faces and value.shape[2] == 3:
             jitter = 0.02 * rng.standard_normal(value.shape)
             out[key] = (faces[value.shape[1]] + jitter).astype(np.float32)
-        elif key == "first":
-            out[key] = np.arange(len(value)) == 0
-            out[key] = out[key].astype(np.float32)
+        elif key == "first":  # one stream starting, the others mid-way
+            out[key] = (np.arange(len(value)) == 0).astype(np.float32)
         else:
             out[key] = (0.3 * rng.standard_normal(value.shape)).astype(np.float32)
     return out

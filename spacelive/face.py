@@ -28,9 +28,9 @@ MAX_PORTRAIT_BYTES = 20 * 1024 * 1024
 MAX_PORTRAIT_PIXELS = 40_000_000
 MIN_PORTRAIT_SIDE = 64
 FACE_FRACTION = 0.45
+"""The face (mesh bounding box, widest side) spans this fraction of the crop."""
 OUTSIDE_BLUR = 0.025
 """Blur (Gaussian sigma, in frame widths) of the crop where it reaches beyond the photo."""
-"""The face (mesh bounding box, widest side) spans this fraction of the crop."""
 
 # Symmetric mesh pairs (subject's right, left) that define the face's x axis.
 _SYMMETRIC_PAIRS = np.array([(33, 263), (133, 362), (234, 454), (61, 291), (127, 356), (70, 300)])
@@ -358,8 +358,15 @@ def crop_around_face(
     crop = cv2.warpAffine(
         rgb, affine, (FRAME_SIZE, FRAME_SIZE), flags=interpolation, borderMode=cv2.BORDER_REPLICATE
     )
-    photo = np.full(rgb.shape[:2], 1.0, np.float32)
-    inside = cv2.warpAffine(photo, affine, (FRAME_SIZE, FRAME_SIZE), flags=cv2.INTER_LINEAR)
+    # How much of each crop pixel the photo covers, as bilinear sampling sees it: 1 within,
+    # falling to 0 over the source pixel beyond each edge. The affine only scales and shifts,
+    # so it is one profile per axis.
+    height, width = rgb.shape[:2]
+    pixels = np.arange(FRAME_SIZE, dtype=np.float64)
+    x, y = (pixels - affine[0, 2]) / scale, (pixels - affine[1, 2]) / scale
+    columns = np.clip(np.minimum(x + 1, width - x), 0.0, 1.0)
+    rows = np.clip(np.minimum(y + 1, height - y), 0.0, 1.0)
+    inside = np.outer(rows, columns).astype(np.float32)
     if inside.min() < 1.0:
         soft = cv2.GaussianBlur(crop, (0, 0), OUTSIDE_BLUR * FRAME_SIZE)
         # Fading from sharp 12 px within the photo's edge to fully blurred 12 px beyond.

@@ -215,6 +215,8 @@ class WarpRenderer:
         gx, gy = np.meshgrid(centres, centres)
         self._coarse_base = np.stack([gx, gy], axis=-1)
         self._pad = int(cell)
+        # The least a source coordinate advances from the first grid cell on (``_unfold``).
+        self._advance = MIN_ADVANCE * cell * np.arange(GRID + 2, dtype=np.float32)
         base = np.arange(FRAME_SIZE, dtype=np.float32)
         self._base_x, self._base_y = np.meshgrid(base, base)
         self._scratch = threading.local()  # per thread: the upsampled flow of the frame
@@ -291,7 +293,7 @@ class WarpRenderer:
             field += smooth(displacement - at_points(field)) / norm
         coarse = self._coarse_base.copy()
         coarse[1:-1, 1:-1] += field
-        _unfold(coarse, cell)
+        _unfold(coarse, self._advance)
         return coarse
 
     def _upsample_flow(self, coarse: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
@@ -604,16 +606,15 @@ class WarpRenderer:
         return None
 
 
-def _unfold(coarse: np.ndarray, cell: float) -> None:
-    """In place, (rows, cols, 2) source coordinates on a grid of ``cell`` pixels: down each
-    column the source y, and along each row the source x, advance by at least MIN_ADVANCE of
-    a cell per cell. Where the flow falls off faster than the pixels advance (below a chin
-    that rises as an open mouth closes) the map would fold back, sample the chin a second
-    time and draw its ghost; held to advance, it stretches the skin beyond instead.
-    s'(i) = max(s(i), s'(i - 1) + m) is m i + the running max of s(j) - m j."""
+def _unfold(coarse: np.ndarray, advance: np.ndarray) -> None:
+    """In place, (n, n, 2) source coordinates on the padded grid: down each column the source
+    y, and along each row the source x, advance by at least MIN_ADVANCE of a cell per cell
+    (``advance``: (n,) that least advance, cell by cell). Where the flow falls off faster than
+    the pixels advance (below a chin that rises as an open mouth closes) the map would fold
+    back, sample the chin a second time and draw its ghost; held to advance, it stretches the
+    skin beyond instead. s'(i) = max(s(i), s'(i - 1) + m) is m i + the running max of s - m j."""
     for axis, component in ((0, 1), (1, 0)):
-        ramp = MIN_ADVANCE * cell * np.arange(coarse.shape[axis], dtype=np.float32)
-        ramp = ramp[:, None] if axis == 0 else ramp[None, :]
+        ramp = advance[:, None] if axis == 0 else advance[None, :]
         values = coarse[..., component] - ramp
         np.maximum.accumulate(values, axis=axis, out=values)
         coarse[..., component] = values + ramp

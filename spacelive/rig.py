@@ -86,16 +86,17 @@ class FaceRig:
         # The lips part like a lens, widest at the centre and meeting at the corners: each lip
         # point follows the jaw by an elliptic taper from the corners' share to its full share.
         centre_x = f[list(MOUTH_CORNERS), 0].mean()
-        for contour, share in (
-            (UPPER_INNER_LIP, -0.12),
-            (UPPER_OUTER_LIP, -0.08),
-            (LOWER_INNER_LIP, 1.0),
-            (LOWER_OUTER_LIP, 1.0),
+        # The upper lip lifts a little at its centre only; the lower lip drops with the jaw.
+        for contour, share, corner_share in (
+            (UPPER_INNER_LIP, -0.12, 0.0),
+            (UPPER_OUTER_LIP, -0.08, 0.0),
+            (LOWER_INNER_LIP, 1.0, CORNER_SHARE),
+            (LOWER_OUTER_LIP, 1.0, CORNER_SHARE),
         ):
             points = contour[1:-1]
             across = np.clip(np.abs(f[points, 0] - centre_x) / half_mouth, 0.0, 1.0)
             taper = np.sqrt(1.0 - across**2)
-            jaw[points] = share * taper + CORNER_SHARE * (1.0 - taper) * (share > 0)
+            jaw[points] = share * taper + corner_share * (1.0 - taper)
         for corner in (61, 291, 78, 308):
             jaw[corner] = CORNER_SHARE
         self._jaw = jaw.astype(np.float32)

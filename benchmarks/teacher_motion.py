@@ -19,10 +19,10 @@ import numpy as np
 
 from spacelive.bench import write_result
 from spacelive.face_model import face_model
-from spacelive.landmarks import MESH_TO_SPARSE, closed_mouth
+from spacelive.landmarks import MESH_TO_SPARSE, closed_mouth, inner_lip_gap
 from spacelive.training import teacher
 from spacelive.training.corpus import SentenceMaker, Voice, synthesize
-from spacelive.training.lipsync_eval import inner_lip_gap, metrics
+from spacelive.training.lipsync_eval import metrics
 
 VOICES = (Voice("mbrola", "us1", "en"), Voice("flite", "kal16", "en"))
 OPEN_VOWELS = ("AA", "AE", "AY", "AW", "AH")

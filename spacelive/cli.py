@@ -246,7 +246,7 @@ def _add_trainer_options(parser, stage: str, self_feed: str, hears_encoder: bool
 def _cmd_train_s2l(args) -> int:
     from spacelive.training.train_s2l import TrainConfig, train
 
-    extra = ("mouth_weight", "velocity_weight", "rest", "parted_share")
+    extra = ("mouth_weight", "gap_weight", "velocity_weight", "rest", "parted_share")
     config = _trainer_config(args, TrainConfig, args.width, extra)
     encoder = Path(args.encoder_from) if args.encoder_from else None
     summary = train(
@@ -633,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trainer_options(s2l, "s2l", "share of batches fed the model's own output", False)
     s2l.add_argument("--width", default="realtime", choices=["paper", "realtime", "tiny"])
     s2l.add_argument("--mouth-weight", type=float, help="loss weight of the mouth points")
+    s2l.add_argument("--gap-weight", type=float, help="loss weight of the inner-lip gap")
     s2l.add_argument("--velocity-weight", type=float, help="weight of the velocity loss")
     s2l.add_argument(
         "--rest",

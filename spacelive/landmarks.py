@@ -72,6 +72,7 @@ JAW = list(range(3, 14))
 CHIN_WEIGHTS = np.interp(np.arange(3, 14), [3, 8, 13], [0.25, 1.0, 0.25])
 """How far each JAW point follows the chin."""
 # Lip contours in the iBUG-68 layout, left to right (the mesh's are in spacelive.rig).
+IBUG_INNER_LIP_CENTRES = (62, 66)  # upper, lower
 IBUG_UPPER_OUTER_LIP = [49, 50, 51, 52, 53]
 IBUG_LOWER_OUTER_LIP = [59, 58, 57, 56, 55]
 IBUG_UPPER_INNER_LIP, IBUG_LOWER_INNER_LIP = [61, 62, 63], [67, 66, 65]
@@ -90,6 +91,13 @@ EMOTIONS = (
     "contemptuous",
 )
 """The eight MEAD emotions, in the order of the emotion vector (intensities in [0, 1])."""
+
+
+def inner_lip_gap(landmarks):
+    """(..., 110, 3) sparse landmarks (numpy or torch) -> (...) vertical distance between the
+    inner-lip centres: lip sync's mouth opening."""
+    upper, lower = IBUG_INNER_LIP_CENTRES
+    return landmarks[..., lower, 1] - landmarks[..., upper, 1]
 
 
 def sparse_from_mesh(mesh: np.ndarray) -> np.ndarray:

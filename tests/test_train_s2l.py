@@ -88,6 +88,26 @@ def test_the_loss_weighs_the_mouth():
     assert lip[0] / nose[0] == pytest.approx(4.0) and lip[1] / nose[1] == pytest.approx(4.0)
 
 
+def test_the_gap_weight_counts_a_missed_closure_on_its_own():
+    from spacelive.training.train_s2l import loss_terms
+
+    target = torch.zeros(1, 3, 110, 3)
+    open_lips = target.clone()
+    open_lips[:, 1, 66, 1] = 0.3  # the lower inner lip stays down through a closure
+    nose = target.clone()
+    nose[:, 1, 30, 1] = 0.3  # the same error where it does not open the lips
+    plain = loss_terms(open_lips, target, y_weight=2.0, mouth_weight=4.0)
+    gap = loss_terms(open_lips, target, y_weight=2.0, mouth_weight=4.0, gap_weight=2.0)
+    # One frame of three is 0.3 off: 2.0 * 0.3 / 3 more; its velocity is off twice.
+    assert gap[0] - plain[0] == pytest.approx(0.2, rel=1e-5)
+    assert gap[1] - plain[1] == pytest.approx(2.0 * 0.6 / 2, rel=1e-5)
+    nose_plain = loss_terms(nose, target, y_weight=2.0, mouth_weight=4.0)
+    nose_gap = loss_terms(nose, target, y_weight=2.0, mouth_weight=4.0, gap_weight=2.0)
+    assert nose_gap[0] == pytest.approx(nose_plain[0]) and nose_gap[1] == pytest.approx(
+        nose_plain[1]
+    )
+
+
 def test_training_identities_smile_and_keep_the_ears_two_apart(monkeypatch):
     from spacelive.landmarks import LEFT_EAR, RIGHT_EAR
     from spacelive.training import identities

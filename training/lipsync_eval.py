@@ -20,6 +20,7 @@ import numpy as np
 
 from spacelive.audio import frame_count, offline_mfcc
 from spacelive.face import Avatar
+from spacelive.landmarks import inner_lip_gap
 from spacelive.motion import MotionModel
 from spacelive.training.alignment import Phone
 from spacelive.training.teacher import PARAMETERS, articulation, landmarks_from_tracks
@@ -41,11 +42,6 @@ def _similarity_normalize(points: np.ndarray, left: int, right: int) -> np.ndarr
     x = (rel[..., 0] * cos[:, None] + rel[..., 1] * sin[:, None]) / scale[:, None]
     y = (-rel[..., 0] * sin[:, None] + rel[..., 1] * cos[:, None]) / scale[:, None]
     return np.stack([x, y], axis=-1)
-
-
-def inner_lip_gap(landmarks: np.ndarray) -> np.ndarray:
-    """(T, 110, 3) -> (T,) vertical distance between the inner-lip centres."""
-    return landmarks[:, 66, 1] - landmarks[:, 62, 1]
 
 
 def metrics(predicted: np.ndarray, target: np.ndarray) -> dict[str, float]:

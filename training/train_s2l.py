@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spacelive.landmarks import EMOTIONS, MOUTH, SPARSE_POINTS, closed_mouth
+from spacelive.landmarks import EMOTIONS, MOUTH, SPARSE_POINTS, closed_mouth, inner_lip_gap
 from spacelive.models.audio_encoder import AudioEncoder
 from spacelive.models.speech2landmarks import Speech2Landmarks
 from spacelive.models.widths import width_named
@@ -58,6 +58,9 @@ class TrainConfig:
     warmup: int = 300
     y_weight: float = 2.0
     mouth_weight: float = 4.0  # extra weight of the 20 mouth points (48-67) in both losses
+    # Weight of the inner-lip gap's own L1 (position and velocity). The lip points' errors
+    # spread a missed p, b or m over 20 points; the gap is the closure itself.
+    gap_weight: float = 0.0
     velocity_weight: float = 1.0
     input_noise: float = 0.02
     self_feed: float = 1.0  # share of batches whose previous frames are the model's own output
@@ -180,15 +183,25 @@ class S2LTrainer(nn.Module):
         return self.s2l(audio, landmarks0, emotion, teacher=teacher)
 
 
-def loss_terms(predicted: torch.Tensor, target: torch.Tensor, y_weight: float, mouth_weight: float):
+def loss_terms(
+    predicted: torch.Tensor,
+    target: torch.Tensor,
+    y_weight: float,
+    mouth_weight: float,
+    gap_weight: float = 0.0,
+):
     """L1 position and velocity losses of (B, T, 110, 3) sequences: y counts ``y_weight``
     times, the mouth points ``mouth_weight`` times (the mouth is 20 of 110 points but is what
-    lip sync is judged on)."""
+    lip sync is judged on), and the inner-lip gap adds its own L1 times ``gap_weight``."""
     weight = predicted.new_ones(SPARSE_POINTS, 3)
     weight[:, 1] = y_weight
     weight[MOUTH] *= mouth_weight
     position = ((predicted - target).abs() * weight).mean()
     velocity = ((predicted.diff(dim=1) - target.diff(dim=1)).abs() * weight).mean()
+    if gap_weight:
+        gap_p, gap_t = inner_lip_gap(predicted), inner_lip_gap(target)  # (B, T)
+        position = position + gap_weight * (gap_p - gap_t).abs().mean()
+        velocity = velocity + gap_weight * (gap_p.diff(dim=1) - gap_t.diff(dim=1)).abs().mean()
     return position, velocity
 
 
@@ -245,7 +258,9 @@ def train(
                 previous = model(audio, rest, emotion, None)
         run.begin_step()
         predicted = model(audio, rest, emotion, previous)
-        position, velocity = loss_terms(predicted, target, config.y_weight, config.mouth_weight)
+        position, velocity = loss_terms(
+            predicted, target, config.y_weight, config.mouth_weight, config.gap_weight
+        )
         loss = position + config.velocity_weight * velocity
         run.finish_step(loss, {"position": position.item(), "velocity": velocity.item()})
     run.close()

@@ -32,7 +32,7 @@ from spacelive.face import Avatar, FaceAnalyzer, crop_to_pixels, fit_head_pose, 
 from spacelive.landmarks import EMOTIONS
 from spacelive.motion import FrameMotion, MotionModel
 from spacelive.pose import track_from_video
-from spacelive.render_checks import CheckResult, Undetected, eye_aspect_ratio
+from spacelive.render_checks import CheckResult, Undetected, eye_aspect_ratio, run_checks
 from spacelive.renderer import Renderer, WarpRenderer
 from spacelive.rig import FaceCommand, FaceRig
 from spacelive.video import H264Encoder, write_mp4
@@ -314,21 +314,16 @@ class ControlChecker:
 
     def run_all(self, actor: Avatar, blink_minutes: float = 2.0) -> list[CheckResult]:
         """Every check; ``actor`` is the portrait whose rendered head motion is transferred."""
-        checks = {
-            "emotion": self.emotion,
-            "blinks": lambda: self.blinks(blink_minutes),
-            "mid_stream": self.mid_stream,
-            "pose_reference": lambda: self.pose_reference(actor),
-            "pose_generated": self.pose_generated,
-            "pose_seed": self.pose_seed,
-        }
-        results = []
-        for name, check in checks.items():
-            try:
-                results.append(check())
-            except Undetected as error:
-                results.append(CheckResult(name, False, {}, {"error": str(error)}))
-        return results
+        return run_checks(
+            {
+                "emotion": self.emotion,
+                "blinks": lambda: self.blinks(blink_minutes),
+                "mid_stream": self.mid_stream,
+                "pose_reference": lambda: self.pose_reference(actor),
+                "pose_generated": self.pose_generated,
+                "pose_seed": self.pose_seed,
+            }
+        )
 
 
 def _turn(degrees: np.ndarray) -> FaceCommand:

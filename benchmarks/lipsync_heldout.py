@@ -1,7 +1,7 @@
 """Lip sync on voices the training never used: mbrola us3 and flite slt.
 
     python benchmarks/lipsync_heldout.py [--models DIR] [--utterances 20] [--label NAME]
-        [--voices mbrola:us1,flite:kal16] [--portrait grace_hopper]
+        [--voices mbrola:us1,flite:kal16] [--portrait grace_hopper] [--teacher-shift-ms 20]
 
 Synthesizes held-out sentences (clean, with exact timing), runs the exported S2L in streaming
 mode, and compares with the teacher and the energy baseline (`spacelive eval lipsync` on
@@ -11,6 +11,8 @@ silence. ``--voices`` evaluates other English voices instead: training voices, w
 the corpus never had, are where to choose between training runs, so that the held-out voices
 stay unseen by every decision. ``--portrait`` speaks with another standard portrait than the
 bundled default (whose parted lips the teacher shuts on every p, b and m).
+``--teacher-shift-ms`` delays the teacher's phones against the audio, to measure how much of a
+voice's score is its timing (``benchmarks/voice_timing.py``: mbrola us3's audio runs late).
 """
 
 import argparse
@@ -24,6 +26,7 @@ from spacelive.bench import write_result
 from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.face import FaceAnalyzer
 from spacelive.render_checks import standard_portraits
+from spacelive.training.alignment import Phone
 from spacelive.training.corpus import SentenceMaker, Voice, synthesize
 from spacelive.training.lipsync_eval import evaluate, silence_drift
 
@@ -39,6 +42,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--voices", help="engine:name,... (English voices; default: held out)")
     parser.add_argument("--portrait", choices=sorted(standard_portraits()), help="default: bundled")
+    parser.add_argument(
+        "--teacher-shift-ms", type=float, default=0.0, help="delay the teacher's phones by this"
+    )
     args = parser.parse_args()
     voices = HELD_OUT
     if args.voices:
@@ -57,6 +63,7 @@ def main() -> int:
         "benchmark": "lipsync_heldout",
         "models": args.models,
         "portrait": args.portrait or "default",
+        "teacher_shift_ms": args.teacher_shift_ms,
         "voices": {},
     }
     for voice in voices:
@@ -64,6 +71,8 @@ def main() -> int:
         for i in range(args.utterances):
             rng = np.random.default_rng([args.seed, i])
             samples, phones = synthesize(voice, sentences.sentence("en", rng), rng)
+            shift = args.teacher_shift_ms / 1000
+            phones = [Phone(p.phoneme, p.start_s + shift, p.end_s + shift) for p in phones]
             results.append(evaluate(motion, avatar, samples, phones))
         summary = {
             side: {k: float(np.mean([r[side][k] for r in results])) for k in KEYS}

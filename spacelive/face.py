@@ -90,8 +90,9 @@ def rotation_from_angles(
 ) -> np.ndarray:
     """(...,) radians -> (..., 3, 3). Image axes: x right, y down, z toward the viewer.
 
-    R = Rz(roll) @ Rx(pitch) @ Ry(yaw); positive yaw turns the face toward image right,
-    positive pitch tilts the chin down, positive roll rotates clockwise on screen.
+    R = Rz(roll) @ Rx(-pitch) @ Ry(yaw); positive yaw turns the face toward image right,
+    positive pitch tilts the chin down (the nose tip turns toward the image's bottom, as in a
+    nod), positive roll rotates clockwise on screen.
     """
     yaw, pitch, roll = np.asarray(yaw), np.asarray(pitch), np.asarray(roll)
     cy, sy = np.cos(yaw), np.sin(yaw)
@@ -99,14 +100,14 @@ def rotation_from_angles(
     cr, sr = np.cos(roll), np.sin(roll)
     one, zero = np.ones_like(cy), np.zeros_like(cy)
     ry = np.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1).reshape(*cy.shape, 3, 3)
-    rx = np.stack([one, zero, zero, zero, cp, -sp, zero, sp, cp], -1).reshape(*cy.shape, 3, 3)
+    rx = np.stack([one, zero, zero, zero, cp, sp, zero, -sp, cp], -1).reshape(*cy.shape, 3, 3)
     rz = np.stack([cr, -sr, zero, sr, cr, zero, zero, zero, one], -1).reshape(*cy.shape, 3, 3)
     return rz @ rx @ ry
 
 
 def angles_from_rotation(rotation: np.ndarray) -> np.ndarray:
     """Inverse of ``rotation_from_angles``: (3, 3) -> (yaw, pitch, roll) radians."""
-    pitch = np.arcsin(np.clip(rotation[2, 1], -1.0, 1.0))
+    pitch = np.arcsin(np.clip(-rotation[2, 1], -1.0, 1.0))
     yaw = np.arctan2(-rotation[2, 0], rotation[2, 2])
     roll = np.arctan2(-rotation[0, 1], rotation[1, 1])
     return np.array([yaw, pitch, roll])

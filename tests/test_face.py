@@ -69,6 +69,27 @@ def test_angles_round_trip():
     np.testing.assert_allclose(angles_from_rotation(rotation), angles, atol=1e-12)
 
 
+def test_the_angles_turn_the_face_the_documented_way():
+    """Positive yaw turns the face toward image right, positive pitch nods the chin down (the
+    protocol's live poses and the head-motion teacher's nods count on it), positive roll turns
+    it clockwise on screen."""
+    from spacelive.face_model import face_model
+
+    face = face_model()  # frontal: x right, y down, z toward the viewer
+    nose, chin, forehead, right_eye, left_eye = 4, 152, 10, 33, 263
+
+    def turned(yaw=0.0, pitch=0.0, roll=0.0):
+        return face @ rotation_from_angles(yaw, pitch, roll).T
+
+    nodded = turned(pitch=0.2)
+    eyes_y = lambda f: f[[right_eye, left_eye], 1].mean()  # noqa: E731
+    assert nodded[nose, 1] - eyes_y(nodded) > face[nose, 1] - eyes_y(face)  # nose tip lower
+    assert nodded[chin, 2] < face[chin, 2] and nodded[forehead, 2] > face[forehead, 2]
+    assert turned(yaw=0.2)[nose, 0] > face[nose, 0]
+    rolled = turned(roll=0.2)
+    assert rolled[left_eye, 1] > rolled[right_eye, 1]  # the image-right eye goes down
+
+
 def test_analysis_of_a_turned_portrait_reports_the_turn(analyzer):
     """A horizontally mirrored portrait has the opposite yaw and roll."""
     import io

@@ -66,12 +66,12 @@ def main() -> int:
         "teacher_shift_ms": args.teacher_shift_ms,
         "voices": {},
     }
+    shift = args.teacher_shift_ms / 1000
     for voice in voices:
         results = []
         for i in range(args.utterances):
             rng = np.random.default_rng([args.seed, i])
             samples, phones = synthesize(voice, sentences.sentence("en", rng), rng)
-            shift = args.teacher_shift_ms / 1000
             phones = [Phone(p.phoneme, p.start_s + shift, p.end_s + shift) for p in phones]
             results.append(evaluate(motion, avatar, samples, phones))
         summary = {

@@ -27,9 +27,7 @@ from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineCon
 from spacelive.face import FaceAnalyzer
 from spacelive.offline import render_frames
 from spacelive.sync import MAX_LAG, best_lag, energy_envelope, lip_gap, refined_lag
-from spacelive.training.corpus import SentenceMaker, Voice, synthesize
-
-HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
+from spacelive.training.corpus import HELD_OUT, SentenceMaker, synthesize
 
 
 def lip_gaps(frames, analyzer: FaceAnalyzer) -> np.ndarray:

@@ -30,9 +30,8 @@ from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineCon
 from spacelive.face import FaceAnalyzer
 from spacelive.keypoints import rig_json
 from spacelive.landmarks import EMOTIONS
-from spacelive.training.corpus import SentenceMaker, Voice, synthesize
+from spacelive.training.corpus import HELD_OUT, SentenceMaker, synthesize
 
-HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
 HAPPY = np.zeros(len(EMOTIONS), np.float32)
 HAPPY[EMOTIONS.index("happy")] = 0.5
 CONTROLS = {

@@ -29,12 +29,11 @@ from spacelive.models.landmarks2latents import Landmarks2Latents
 from spacelive.models.widths import width_named
 from spacelive.render_checks import standard_portraits
 from spacelive.runners import load_stages
-from spacelive.training.corpus import SentenceMaker, Voice, synthesize
+from spacelive.training.corpus import HELD_OUT, SentenceMaker, synthesize
 from spacelive.training.encoder_features import encode_audio
 from spacelive.training.train_l2l import PIXELS, teacher_example
 from spacelive.training.train_posegen import PoseUtterance
 
-HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
 LIPS = sorted(set(UPPER_INNER_LIP + LOWER_INNER_LIP))
 
 

@@ -27,10 +27,9 @@ from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineCon
 from spacelive.face import FaceAnalyzer
 from spacelive.render_checks import standard_portraits
 from spacelive.training.alignment import Phone
-from spacelive.training.corpus import SentenceMaker, Voice, synthesize
+from spacelive.training.corpus import HELD_OUT, SentenceMaker, Voice, synthesize
 from spacelive.training.lipsync_eval import evaluate, silence_drift
 
-HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
 KEYS = ("M-P", "M-V", "F-P", "F-V", "mouth_open_corr")
 
 

@@ -24,10 +24,9 @@ from spacelive.bench import write_result
 from spacelive.client.opus import opus_packets
 from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.face import FaceAnalyzer
-from spacelive.training.corpus import SentenceMaker, Voice, synthesize
+from spacelive.training.corpus import HELD_OUT, SentenceMaker, synthesize
 from spacelive.training.lipsync_eval import evaluate
 
-HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
 ERRORS = ("M-P", "M-V", "F-P", "F-V")  # lower is better
 LIMIT = 0.10
 

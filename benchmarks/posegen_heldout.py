@@ -25,10 +25,9 @@ from spacelive.controls import ControlUpdate
 from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.face import FaceAnalyzer
 from spacelive.training.alignment import Phone
-from spacelive.training.corpus import SentenceMaker, Voice, synthesize
+from spacelive.training.corpus import HELD_OUT, SentenceMaker, Voice, synthesize
 from spacelive.training.head_motion import activity, head_motion
 
-HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
 TRAINING = (Voice("mbrola", "us1", "en"), Voice("flite", "kal16", "en"))
 """``--training-voices``: for choosing between checkpoints without looking at held-out voices."""
 AXES = ("yaw", "pitch", "roll")

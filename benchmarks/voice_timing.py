@@ -18,11 +18,10 @@ import numpy as np
 
 from spacelive import MODEL_SAMPLE_RATE
 from spacelive.bench import write_result
-from spacelive.training.corpus import SentenceMaker, Voice, synthesize, training_voices
+from spacelive.training.corpus import HELD_OUT, SentenceMaker, synthesize, training_voices
 
 STOPS = {"P", "B", "T", "D", "K", "G"}
 HOP = MODEL_SAMPLE_RATE // 200  # 5 ms
-HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
 
 
 def closure_lags(samples: np.ndarray, phones) -> list[float]:

@@ -346,14 +346,13 @@ def _repeat(mfcc: np.ndarray, frames: int) -> np.ndarray:
 def held_out_speech(seconds: float = 8.0, seed: int = 0) -> np.ndarray:
     """16 kHz speech from the voices training never used (mbrola us3, flite slt), to drive the
     checks: needs espeak-ng, mbrola-us3 and flite (./dev.sh installs them)."""
-    from spacelive.training.corpus import SentenceMaker, Voice, synthesize
+    from spacelive.training.corpus import HELD_OUT, SentenceMaker, synthesize
 
     sentences, total = SentenceMaker(), 0
     pieces: list[np.ndarray] = []
-    voices = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
     rng = np.random.default_rng([seed, 0x5EE])
     while total < seconds * 16_000:
-        voice = voices[len(pieces) % len(voices)]
+        voice = HELD_OUT[len(pieces) % len(HELD_OUT)]
         samples, _ = synthesize(voice, sentences.sentence("en", rng), rng)
         pieces.append(samples)
         total += len(samples)

@@ -47,8 +47,6 @@ VOCAL_TRACT_SHARE = 0.6
 LONG_PAUSE_SHARE, LONG_PAUSE_S = 0.3, (2.0, 6.0)
 """Share of utterances with one long pause, and its length range in seconds."""
 ESPEAK_VOICES = {"en-us": "en", "en": "en", "de": "de", "fr": "fr", "es": "es"}
-HELD_OUT_VOICES = frozenset({"mbrola:us3", "flite:slt"})
-"""Never used for training: they are kept for evaluation on unseen voices."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +58,11 @@ class Voice:
     @property
     def key(self) -> str:
         return f"{self.engine}:{self.name}"
+
+
+HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
+"""Never used for training: they are kept for evaluation on unseen voices."""
+HELD_OUT_VOICES = frozenset(voice.key for voice in HELD_OUT)
 
 
 _MBROLA_LANGUAGES = {

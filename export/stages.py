@@ -310,10 +310,6 @@ def _export_step_graph(
     }
     if name == "audio_encoder":
         entry["lookahead"] = LOOKAHEAD
-    if name == "s2l" and isinstance(training, dict) and "config" in training:
-        # What the runtime gives S2L to speak around (spacelive.motion); runs from before
-        # the option trained around closed lips.
-        entry["rest"] = training["config"].get("rest", "closed")
     return entry
 
 

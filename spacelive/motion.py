@@ -1,9 +1,9 @@
 """The causal motion loop: MFCC frame -> audio encoder -> S2L -> PoseGen -> posing -> L2L.
 
-S2L speaks around the portrait's own rest landmarks, so a portrait with parted lips shuts them
-on p, b and m and returns to them in silence. Models whose manifest says ``"rest": "closed"``
-(trained around rests with the lips closed) are given the portrait with its lips closed
-instead, and the portrait's own mouth is added back to their output.
+S2L speaks around the portrait's rest with its lips closed, as the teacher does: the lips
+shut on p, b and m and between words. A portrait whose lips are parted at rest gets its own
+mouth back while idle (``spacelive.idle``: before the first word and after a second of
+silence, judged from the audio with the encoder's lookahead).
 
 A session owns its ``MotionState`` (plain arrays); ``MotionModel.step`` advances any number
 of sessions together: it concatenates their state rows, runs each stage once, and splits.
@@ -17,15 +17,14 @@ import numpy as np
 from spacelive.controls import ControlUpdate, FaceControls, FrameControls
 from spacelive.eyes import pose_eyes
 from spacelive.face import Avatar, normalize_landmarks, pose_landmarks, rotation_from_angles
+from spacelive.idle import IdleMouth, mouth_parting
 from spacelive.landmarks import JAW, MOUTH, POSE_DIMS, closed_mouth
-from spacelive.runners import ModelError, StageSet
+from spacelive.runners import StageSet
 from spacelive.timing import StageTimes
 from spacelive.transfer import DenseTransfer
 
 MOUTH_AND_JAW = np.r_[JAW, np.arange(MOUTH.start, MOUTH.stop)]
 """Sparse landmarks whose motion the mouth-scale control multiplies."""
-S2L_RESTS = ("portrait", "closed")
-"""What an S2L model speaks around (its manifest entry's ``rest``; ``closed`` if absent)."""
 
 OPEN_ENDED = np.int64(1 << 60)
 """frame_count of a stream whose end is not known yet."""
@@ -36,7 +35,8 @@ class FrameMotion:
     """Everything the renderer (or a keypoint receiver) needs for one frame."""
 
     frame_index: int
-    landmarks: np.ndarray  # (110, 3) float32, normalized: the portrait's rest + speech, eyes posed
+    landmarks: np.ndarray  # (110, 3) float32, normalized: the closed-lipped rest + speech + the
+    # idle share of the portrait's own parting, eyes posed
     pose: np.ndarray  # (6,) float32: yaw, pitch, roll (rad), tx, ty, tz; offset from portrait
     # (the pose mode's: PoseGen's in mode generated)
     keypoints: np.ndarray  # (478, 3) float32, crop coordinates [-1, 1]
@@ -55,7 +55,9 @@ class MotionState:
     caches: list[np.ndarray]  # 12 x (1, C_in, kernel - 1)
     s2l_h: np.ndarray  # (2, 1, H)
     s2l_c: np.ndarray
-    speech_rest: np.ndarray  # (1, 110, 3) the landmarks S2L speaks around (see S2L_RESTS)
+    speech_rest: np.ndarray  # (1, 110, 3) the portrait with its lips closed: S2L speaks around it
+    parting: np.ndarray  # (1, 110, 3) the portrait's rest minus speech_rest (zero if closed)
+    idle: IdleMouth  # whether the portrait is idle, from the audio heard
     landmarks: np.ndarray  # (1, 110, 3) previous S2L output (around speech_rest)
     pose_h: np.ndarray  # (2, 1, P)
     pose_c: np.ndarray
@@ -80,10 +82,6 @@ class MotionModel:
         # A placeholder (all-zero) L2L would pin the face to the portrait; until one is
         # trained, posed landmarks reach the renderer through the geometric transfer.
         self.l2l_placeholder = bool(stages.manifest["stages"]["l2l"].get("placeholder", False))
-        rest = stages.manifest["stages"]["s2l"].get("rest", "closed")
-        if rest not in S2L_RESTS:
-            raise ModelError(f"the manifest's s2l rest is {rest!r}; expected one of {S2L_RESTS}")
-        self.closed_rest = rest == "closed"
 
     def new_state(
         self, avatar: Avatar, controls: ControlUpdate | None = None, seed: int = 0
@@ -91,8 +89,7 @@ class MotionModel:
         """Fresh state for a stream: zero caches and LSTM state, previous = the portrait."""
         st = self.stages
         rng = np.random.default_rng(seed)
-        rest = closed_mouth(avatar.landmarks0) if self.closed_rest else avatar.landmarks0
-        speech_rest = rest[None].astype(np.float32)
+        speech_rest = closed_mouth(avatar.landmarks0)[None].astype(np.float32)
         return MotionState(
             avatar=avatar,
             controls=FaceControls(controls, seed, face_scale=avatar.pose.scale),
@@ -104,6 +101,8 @@ class MotionModel:
             s2l_h=np.zeros(st.input_shape("s2l", "h", 1), np.float32),
             s2l_c=np.zeros(st.input_shape("s2l", "c", 1), np.float32),
             speech_rest=speech_rest,
+            parting=mouth_parting(avatar.landmarks0)[None],
+            idle=IdleMouth.start(self.lookahead),
             landmarks=speech_rest.copy(),
             pose_h=np.zeros(st.input_shape("posegen", "h", 1), np.float32),
             pose_c=np.zeros(st.input_shape("posegen", "c", 1), np.float32),
@@ -146,6 +145,10 @@ class MotionModel:
         run, so a failing batch is simply stepped again row by row.
         """
         clock = _Clock(times)
+        idle = [
+            s.idle.heard(float(mfcc[i, 0]) if s.mfcc_index < s.frame_count else None)
+            for i, s in enumerate(states)
+        ]
         try:
             encoded = self._encode(states, mfcc)
             clock.lap("audio_encoder")
@@ -176,7 +179,13 @@ class MotionModel:
         keep = [due[j] for j in advanced]
         if keep:
             try:
-                rows_out = self._face([states[i] for i in keep], audio[advanced], now, clock)
+                rows_out = self._face(
+                    [states[i] for i in keep],
+                    audio[advanced],
+                    now,
+                    [idle[i].relaxation for i in keep],
+                    clock,
+                )
                 face.update(zip(keep, rows_out, strict=True))
             except Exception as exc:
                 if len(keep) == 1:
@@ -188,6 +197,7 @@ class MotionModel:
                                 [states[i]],
                                 audio[advanced[k] : advanced[k] + 1],
                                 now[k : k + 1],
+                                [idle[i].relaxation],
                                 clock,
                             )
                         except Exception as single:
@@ -216,6 +226,7 @@ class MotionModel:
             if i in failed_due:
                 continue
             s.caches = [encoded[f"new_{n}"][i : i + 1] for n in self._cache_names]
+            s.idle = idle[i]
             s.mfcc_index += 1
         return results
 
@@ -265,11 +276,12 @@ class MotionModel:
         rows: list[MotionState],
         audio: np.ndarray,
         now: list[FrameControls],
+        relaxation: list[float],
         clock: "_Clock",
     ) -> list[tuple[dict, dict, np.ndarray, np.ndarray]]:
-        """S2L, the face controls, posing and L2L for the due rows; writes no state. Per row:
-        (S2L outputs, L2L outputs (batch axes of 1), spoken landmarks (110, 3), frontal
-        keypoints (478, 3))."""
+        """S2L, the face controls, posing and L2L for the due rows, whose portraits show
+        ``relaxation`` of their own lips' parting; writes no state. Per row: (S2L outputs, L2L
+        outputs (batch axes of 1), spoken landmarks (110, 3), frontal keypoints (478, 3))."""
         st = self.stages
         head = np.stack([c.pose for c in now])
         emotion = np.stack([c.emotion for c in now])
@@ -290,7 +302,8 @@ class MotionModel:
         speech = s2l["landmarks"] - rest
         mouth_scale = np.array([c.mouth_scale for c in now], np.float32)[:, None, None]
         speech[:, MOUTH_AND_JAW] *= mouth_scale  # the mouth-scale control; 1 keeps S2L's
-        spoken = np.concatenate([s.avatar.landmarks0[None] for s in rows]) + speech
+        idle = np.array(relaxation, np.float32)[:, None, None]
+        spoken = rest + speech + idle * np.concatenate([s.parting for s in rows])
         for j, c in enumerate(now):  # blinks and gaze, on the face before it is posed
             if c.closure > 0 or c.gaze.any():
                 spoken[j] = pose_eyes(spoken[j], c.closure, c.gaze)

@@ -188,31 +188,17 @@ def test_an_unknown_renderer_is_refused(tiny_models):
         Engine(EngineConfig(models=tiny_models, renderer="gpu"))
 
 
-@pytest.mark.parametrize("rest", ["portrait", "closed", None, "open"])
-def test_s2l_speaks_around_the_rest_its_manifest_names(tiny_models, tmp_path, avatar, rest):
-    """``"rest": "portrait"``: S2L hears the portrait's own landmarks (the astronaut's parted
-    lips included); ``"closed"`` or no entry: her landmarks with the lips closed. Anything
-    else is refused."""
-    import json
-    import shutil
+def test_s2l_speaks_around_the_portrait_with_its_lips_closed(engine, avatar):
+    """The astronaut smiles with parted lips: S2L hears her face with the lips closed (mouth
+    and jaw moved, nothing else), and her own parting is kept aside for when she is idle."""
+    from spacelive.landmarks import closed_mouth, inner_lip_gap
+    from spacelive.motion import MOUTH_AND_JAW
 
-    from spacelive.engine import Engine, EngineConfig
-    from spacelive.landmarks import closed_mouth
-    from spacelive.runners import ModelError
-
-    models = tmp_path / "models"
-    shutil.copytree(tiny_models, models)
-    manifest = json.loads((models / "manifest.json").read_text())
-    manifest["stages"]["s2l"].pop("rest", None)
-    if rest is not None:
-        manifest["stages"]["s2l"]["rest"] = rest
-    (models / "manifest.json").write_text(json.dumps(manifest))
-    if rest == "open":
-        with pytest.raises(ModelError, match="s2l rest is 'open'"):
-            Engine(EngineConfig(models=models))
-        return
-    state = Engine(EngineConfig(models=models)).motion.new_state(avatar)
-    expected = avatar.landmarks0 if rest == "portrait" else closed_mouth(avatar.landmarks0)
-    np.testing.assert_allclose(state.speech_rest[0], expected, atol=1e-6)
-    gap = float(state.speech_rest[0, 66, 1] - state.speech_rest[0, 62, 1])
-    assert gap > 0.1 if rest == "portrait" else abs(gap) < 1e-3
+    state = engine.motion.new_state(avatar)
+    np.testing.assert_allclose(state.speech_rest[0], closed_mouth(avatar.landmarks0), atol=1e-6)
+    assert inner_lip_gap(avatar.landmarks0[None])[0] > 0.1
+    assert abs(inner_lip_gap(state.speech_rest)[0]) < 1e-3
+    own = state.speech_rest[0] + state.parting[0]
+    np.testing.assert_allclose(own, avatar.landmarks0, atol=1e-6)
+    moved = np.abs(state.parting[0]).max(axis=1)
+    assert moved[np.setdiff1d(np.arange(110), MOUTH_AND_JAW)].max() == 0

@@ -78,20 +78,33 @@ def test_eval_lipsync_command(tmp_path, tiny_models):
         assert set(result[side]) == {"M-P", "M-V", "F-P", "F-V", "mouth_open_corr"}
 
 
-def test_s2l_speaks_around_the_closed_mouth_and_gives_the_portrait_back(engine, avatar):
-    """The astronaut smiles with parted lips: S2L is given her face with the lips closed, and
-    her own mouth is added to what it returns."""
-    from spacelive.landmarks import IBUG_LOWER_INNER_LIP, IBUG_UPPER_INNER_LIP
+def test_parted_lips_close_to_speak_and_part_again_when_idle(avatar):
+    """The astronaut smiles with parted lips. Before her first word they are her own; they
+    close before the voice starts, stay closed through a short pause between words, and part
+    again after a second of silence, as the teacher's targets do for the same audio."""
+    from spacelive.audio import offline_mfcc
+    from spacelive.engine import DEFAULT_MODELS, Engine, EngineConfig
+    from spacelive.idle import audio_relaxation
+    from spacelive.landmarks import inner_lip_gap
+    from spacelive.training.lipsync_eval import stream_landmarks
 
-    state = engine.motion.new_state(avatar)
-    upper, lower = IBUG_UPPER_INNER_LIP, IBUG_LOWER_INNER_LIP
-    gap = state.speech_rest[0, lower, 1] - state.speech_rest[0, upper, 1]
-    portrait_gap = avatar.landmarks0[lower, 1] - avatar.landmarks0[upper, 1]
-    assert portrait_gap.mean() > 0.02 and abs(gap.mean()) < 1e-6
-    from spacelive.motion import MOUTH_AND_JAW
-
-    moved = np.abs(state.speech_rest[0] - avatar.landmarks0).max(axis=1)
-    assert moved[np.setdiff1d(np.arange(110), MOUTH_AND_JAW)].max() == 0  # mouth and jaw only
+    motion = Engine(EngineConfig(models=DEFAULT_MODELS)).motion
+    rate = 16_000
+    quiet = lambda s: np.zeros(int(rate * s))  # noqa: E731
+    audio = np.concatenate(
+        [quiet(0.5), speechlike(0.6, seed=5), quiet(0.3), speechlike(0.6, seed=6), quiet(2.0)]
+    ).astype(np.float32)
+    mfcc = offline_mfcc(audio)
+    landmarks = stream_landmarks(motion, avatar, mfcc)
+    gap = inner_lip_gap(landmarks) - inner_lip_gap(avatar.landmarks0[None])[0]
+    idle = audio_relaxation(mfcc[:, 0], motion.lookahead)
+    own = float(inner_lip_gap(avatar.landmarks0[None])[0])
+    assert abs(gap[:10]).max() < 0.01  # her own mouth before the voice (0.5 s = 15 frames)
+    assert idle[:10].min() == 1 and idle[15:24].min() == 0  # closed within its first syllable
+    pause = slice(int(30 * 1.15), int(30 * 1.35))  # between the words
+    assert idle[pause].max() == 0
+    assert abs(gap[-5:]).max() < 0.01 and idle[-5:].min() == 1  # idle again at the end
+    assert (gap[pause] < -0.5 * own).all()  # the pause is closed, not her smile
 
 
 def test_the_bundled_s2l_keeps_every_standard_portrait_at_rest_in_silence(analyzer):

@@ -167,11 +167,16 @@ def test_teach_command_writes_targets(tmp_path):
     assert targets["emotion"][1] == 0.5
 
 
-def test_silence_returns_to_the_portraits_own_mouth(avatar):
-    phones = _phones(("SIL", 0.3), ("AA", 0.2), ("SIL", 0.5))
+def test_silence_rests_closed_and_an_idle_portrait_gets_its_own_mouth_back(avatar):
+    """The astronaut smiles with her teeth showing: her own mouth before the first word, lips
+    closed between words, and her own mouth again after a second and a half of silence."""
+    phones = _phones(("SIL", 0.5), ("AA", 0.2), ("SIL", 0.4), ("AA", 0.2), ("SIL", 2.0))
     frames = landmark_targets(phones, avatar.landmarks0)
+    np.testing.assert_allclose(frames[0], avatar.landmarks0, atol=1e-4)
+    assert gap(frames[0]) > 0.1  # her smile shows teeth at rest
+    pause = frames[int(30 * 0.8) : int(30 * 1.05)]  # between the two vowels
+    assert max(gap(f) for f in pause) < 0.02
     np.testing.assert_allclose(frames[-1], avatar.landmarks0, atol=1e-4)
-    assert gap(frames[-1]) > 0.1  # her smile shows teeth at rest
 
 
 def test_the_cli_reports_a_bad_alignment_without_a_traceback(tmp_path, capsys):

@@ -127,26 +127,22 @@ def test_training_identities_smile_and_keep_the_ears_two_apart(monkeypatch):
     assert float(np.mean(corner_lift(1.0) - corner_lift(0.0))) == pytest.approx(0.025, abs=0.008)
 
 
-@pytest.mark.parametrize("rest", ["closed", "portrait"])
-def test_training_samples_speak_around_the_rest_they_are_asked_for(corpus, rest):
-    from spacelive.landmarks import IBUG_LOWER_INNER_LIP, IBUG_UPPER_INNER_LIP
+def test_training_samples_speak_around_closed_lips(corpus):
+    """A parted rest in the bank is heard with its lips closed, as the server gives it."""
+    from spacelive.landmarks import inner_lip_gap
     from spacelive.training.teacher import landmarks_from_tracks
     from spacelive.training.train_s2l import Corpus, sample_batch
 
     tracks = np.zeros((1, len(PARAMETERS)))
     tracks[0, PARAMETERS.index("open")] = 0.3
     parted = landmarks_from_tracks(tracks, _closed_identity())[0]  # lips apart at rest
+    assert inner_lip_gap(parted[None])[0] > 0.05
     bank = np.stack([_closed_identity(), parted])
     batch = sample_batch(
-        Corpus(corpus), bank, np.random.default_rng(3), replace(config(1), batch=16, rest=rest)
+        Corpus(corpus), bank, np.random.default_rng(3), replace(config(1), batch=16)
     )
-    rests = batch[1].numpy()
-    upper, lower = IBUG_UPPER_INNER_LIP, IBUG_LOWER_INNER_LIP
-    gaps = rests[:, lower, 1].mean(axis=1) - rests[:, upper, 1].mean(axis=1)
-    if rest == "closed":
-        assert float(gaps.max()) < 1e-5  # closed (overlapping lips stay as they are)
-    else:  # the parted portraits keep their parted lips, and speak around them
-        assert float(gaps.max()) > 0.05 and float(gaps.min()) < 1e-5
+    # closed_mouth meets the lips on average along the contour; the centres within 0.02
+    assert float(np.abs(inner_lip_gap(batch[1].numpy())).max()) < 0.02
 
 
 def _closed_identity() -> np.ndarray:
@@ -184,7 +180,6 @@ def test_s2l_trains_on_a_frozen_encoder_and_exports_beside_it(
     assert after["audio_encoder"] == before["audio_encoder"]
     assert after["s2l"]["sha256"] != before["s2l"]["sha256"]
     assert after["s2l"]["training"]["step"] == 3
-    assert after["s2l"]["rest"] == "portrait"  # what it was trained around, for the runtime
     Engine(EngineConfig(models=models))  # loads
 
     capsys.readouterr()  # with PoseGen into a new directory it would need an encoder: refused

@@ -12,7 +12,6 @@ from spacelive.landmarks import (
     MOUTH,
     RIGHT_EAR,
     SPARSE_POINTS,
-    closed_mouth,
 )
 from spacelive.training.teacher import (
     emotion_offsets,
@@ -21,7 +20,8 @@ from spacelive.training.teacher import (
 
 def identity_bank(cache: Path | None = None) -> np.ndarray:
     """(K, 110, 3) normalized rest landmarks: the generic face model, each public-domain
-    portrait shipped in a registry package, their mirror images, and closed-mouth versions."""
+    portrait shipped in a registry package, and their mirror images (the teacher and S2L
+    close their lips)."""
     if cache is not None and cache.exists():
         return np.load(cache)
     from spacelive.face import FaceAnalyzer
@@ -35,8 +35,7 @@ def identity_bank(cache: Path | None = None) -> np.ndarray:
     bank = []
     for face in faces:
         mirrored = (face * np.array([-1.0, 1.0, 1.0]))[mirror_permutation(face)]
-        for variant in (face, mirrored):
-            bank += [variant, closed_mouth(variant)]
+        bank += [face, mirrored]
     bank_array = np.array(bank, np.float32)
     if cache is not None:
         np.save(cache, bank_array)

@@ -20,6 +20,7 @@ import numpy as np
 
 from spacelive.audio import frame_count, offline_mfcc
 from spacelive.face import Avatar
+from spacelive.idle import audio_relaxation
 from spacelive.landmarks import inner_lip_gap
 from spacelive.motion import MotionModel
 from spacelive.training.alignment import Phone
@@ -92,11 +93,15 @@ def fit_energy_baseline(corpus_folder: Path, max_utterances: int = 400) -> dict:
     }
 
 
-def energy_baseline(mfcc: np.ndarray, identity: np.ndarray, fit: dict) -> np.ndarray:
+def energy_baseline(
+    mfcc: np.ndarray, identity: np.ndarray, fit: dict, relaxation: np.ndarray | None = None
+) -> np.ndarray:
+    """(T, 110, 3) the baseline's landmarks around the closed-lipped rest, plus ``relaxation``
+    (T,) of a parted rest's own parting (``spacelive.idle``)."""
     opening = np.clip(fit["slope"] * smoothed_energy(mfcc) + fit["intercept"], 0.0, 1.0)
     tracks = np.zeros((len(mfcc), len(PARAMETERS)))
     tracks[:, PARAMETERS.index("open")] = opening
-    return landmarks_from_tracks(tracks, identity)
+    return landmarks_from_tracks(tracks, identity, relaxation=relaxation)
 
 
 def stream_landmarks(motion: MotionModel, avatar: Avatar, mfcc: np.ndarray) -> np.ndarray:
@@ -119,15 +124,20 @@ def evaluate(
     phones: list[Phone],
     fit: dict | None = None,
 ) -> dict:
-    """Model and energy-baseline metrics for one utterance (16 kHz float audio)."""
+    """Model and energy-baseline metrics for one utterance (16 kHz float audio).
+
+    Whether the portrait is idle (its parted lips part again) is the server's call from the
+    audio (``spacelive.idle``), not lip sync: the teacher's targets and the baseline take it
+    from the same audio by the same rule, so that the metrics compare the motion of speech.
+    """
     fit = fit or json.loads(BASELINE_PATH.read_text())
     mfcc = offline_mfcc(samples16k)
-    duration = len(samples16k) / 16_000
-    tracks = articulation(phones, duration).values
-    target = landmarks_from_tracks(tracks, avatar.landmarks0)
     frames = frame_count(len(samples16k), 16_000)
+    tracks = articulation(phones, len(samples16k) / 16_000).values[:frames]
+    idle = audio_relaxation(mfcc[:, 0], motion.lookahead)[:frames]
+    target = landmarks_from_tracks(tracks, avatar.landmarks0, relaxation=idle[: len(tracks)])
     predicted = stream_landmarks(motion, avatar, mfcc)[:frames]
-    baseline = energy_baseline(mfcc, avatar.landmarks0, fit)[:frames]
+    baseline = energy_baseline(mfcc, avatar.landmarks0, fit, idle)[:frames]
     return {
         "model": metrics(predicted, target[:frames]),
         "energy_baseline": metrics(baseline, target[:frames]),

@@ -5,7 +5,9 @@ spread, protrusion, bilabial closure, labiodental contact). Coarticulation follo
 Cohen-Massaro dominance model: every phone exerts a dominance that peaks at its centre and
 decays with distance, so lips anticipate the next phone and carry over the last; phones that
 must be reached (p, b, m closure, f/v contact) dominate strongly and narrowly. The parameter
-tracks then deform the identity's normalized landmarks.
+tracks then deform the identity's normalized landmarks with its lips closed: silence rests
+closed. A portrait whose lips are parted at rest gets them back only while it is idle
+(``spacelive.idle``: before the first word, and after a second of silence).
 
 Frame k samples the tracks at time k / 30 s, like the server's frame clock.
 """
@@ -16,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from spacelive import FRAME_RATE
+from spacelive.idle import mouth_parting, relaxation_track
 from spacelive.landmarks import (
     CHIN_WEIGHTS,
     EMOTIONS,
@@ -25,6 +28,7 @@ from spacelive.landmarks import (
     IBUG_UPPER_OUTER_LIP,
     JAW,
     SPARSE_POINTS,
+    closed_mouth,
 )
 from spacelive.training.alignment import Phone
 
@@ -172,20 +176,40 @@ def landmark_targets(
     duration_s: float | None = None,
 ) -> np.ndarray:
     """Per-frame normalized landmarks (T, 110, 3) for a speaker with rest landmarks
-    ``identity`` (110, 3), speaking ``phones`` with an ``emotion`` (8,) held throughout."""
-    return landmarks_from_tracks(articulation(phones, duration_s).values, identity, emotion)
+    ``identity`` (110, 3), speaking ``phones`` with an ``emotion`` (8,) held throughout; the
+    lips of a parted rest part again while idle."""
+    tracks = articulation(phones, duration_s).values
+    return landmarks_from_tracks(tracks, identity, emotion, phone_relaxation(phones, len(tracks)))
+
+
+def speaking_frames(phones: list[Phone], frames: int) -> np.ndarray:
+    """(frames,) bool: whether each frame's time lies in a phone other than silence."""
+    t = np.arange(frames) / FRAME_RATE
+    speaking = np.zeros(frames, bool)
+    for p in phones:
+        if p.phoneme != "SIL":
+            speaking |= (t >= p.start_s) & (t < p.end_s)
+    return speaking
+
+
+def phone_relaxation(phones: list[Phone], frames: int) -> np.ndarray:
+    """(frames,) how much of a parted rest's own parting shows (``spacelive.idle``)."""
+    return relaxation_track(speaking_frames(phones, frames))
 
 
 def landmarks_from_tracks(
-    tracks: np.ndarray, identity: np.ndarray, emotion: np.ndarray | None = None
+    tracks: np.ndarray,
+    identity: np.ndarray,
+    emotion: np.ndarray | None = None,
+    relaxation: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Articulation tracks (T, 5) -> landmarks (T, 110, 3) around the rest ``identity``.
-
-    Silence returns to the identity's own mouth (a portrait that smiles with its teeth showing
-    rests that way; use ``closed_mouth`` for a closed rest)."""
+    """Articulation tracks (T, 5) -> landmarks (T, 110, 3) around the rest ``identity``
+    with its lips closed, plus ``relaxation`` (T,) times its own parting (none: 0)."""
     tracked = Tracks(np.asarray(tracks, np.float64))
-    rest = np.asarray(identity, np.float64)
+    rest = closed_mouth(identity)
     frames = np.repeat(rest[None], len(tracked.values), axis=0)
+    if relaxation is not None:
+        frames += np.asarray(relaxation, np.float64)[:, None, None] * mouth_parting(identity)
     if emotion is not None:
         frames += emotion_offsets(emotion)[None]
     jaw = JAW_DROP * tracked["open"] * (1 - tracked["closure"]) * (1 - 0.7 * tracked["labiodental"])

@@ -36,14 +36,14 @@ from spacelive import FRAME_SIZE
 from spacelive.eyes import pose_eyes
 from spacelive.face import pose_landmarks, rotation_from_angles
 from spacelive.face_model import face_model, mirror_permutation
-from spacelive.landmarks import EMOTIONS, LEFT_EAR, MESH_TO_SPARSE, RIGHT_EAR, closed_mouth
+from spacelive.landmarks import EMOTIONS, LEFT_EAR, MESH_TO_SPARSE, RIGHT_EAR
 from spacelive.models.landmarks2latents import Landmarks2Latents
 from spacelive.models.widths import width_named
 from spacelive.runners import StageSet
 from spacelive.training.head_motion import head_motion
 from spacelive.training.identities import smooth_deformation
 from spacelive.training.run import TrainingRun
-from spacelive.training.teacher import articulation, landmarks_from_tracks
+from spacelive.training.teacher import articulation, landmarks_from_tracks, phone_relaxation
 from spacelive.training.train_posegen import PoseUtterance, load_corpus
 from spacelive.transfer import DenseTransfer
 
@@ -124,11 +124,11 @@ def teacher_example(
     (478, 3), teacher keypoints (W, 478, 3)), all in crop coordinates."""
     frames = len(utterance.features)
     sparse0 = face[MESH_TO_SPARSE]
-    rest = closed_mouth(sparse0)
     tracks = articulation(utterance.phones, frames / 30).values[:frames]
     tracks = np.concatenate([tracks, np.repeat(tracks[-1:], frames - len(tracks), axis=0)])
-    # As the motion loop does: the lip-sync motion around a closed rest, on the portrait's own.
-    spoken = sparse0 + landmarks_from_tracks(tracks, rest, emotion) - rest
+    # As the motion loop does: speech around the closed rest, parted again while idle.
+    idle = phone_relaxation(utterance.phones, frames)
+    spoken = landmarks_from_tracks(tracks, sparse0, emotion, idle)
     spoken = spoken[start : start + window]
     blink = int(rng.integers(-window, window))  # half the examples blink inside the window
     gaze = rng.uniform(-0.5, 0.5, 2) if rng.random() < 0.5 else np.zeros(2)

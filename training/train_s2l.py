@@ -42,7 +42,7 @@ from spacelive.training.corpus import HELD_OUT_VOICES
 from spacelive.training.encoder_features import encode_audio
 from spacelive.training.identities import identity_bank, perturb
 from spacelive.training.run import TrainingRun
-from spacelive.training.teacher import PARAMETERS, landmarks_from_tracks
+from spacelive.training.teacher import landmarks_from_tracks
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,6 @@ class TrainConfig:
     input_noise: float = 0.02
     self_feed: float = 1.0  # share of batches whose previous frames are the model's own output
     neutral_fraction: float = 0.4
-    # What S2L speaks around: "portrait", the identity's own rest (lips parted or not, so it
-    # learns to shut them on p, b and m), or "closed", the rest with its lips closed (the
-    # portrait's own mouth is then added back at run time and parted lips never shut).
-    rest: str = "portrait"
-    # Share of those rests whose lips are parted (PARTED_REST_OPENING): S2L must shut them.
-    parted_share: float = 0.4
     checkpoint_every: int = 250
     seed: int = 0
 
@@ -134,11 +128,8 @@ def sample_batch(corpus: Corpus, bank: np.ndarray, rng: np.random.Generator, con
         window = slice(start, start + config.window)
         features, tracks = corpus.audio[u][window], corpus.tracks[u][window]
         pad = config.window - len(features)
-        identity = perturb(bank[rng.integers(len(bank))], rng)
-        if config.rest == "closed":
-            identity = closed_mouth(identity).astype(np.float32)
-        elif rng.random() < config.parted_share:  # a portrait with parted lips: shut on p, b, m
-            identity = parted(identity, rng.uniform(*PARTED_REST_OPENING))
+        # S2L speaks around the rest with its lips closed, as at run time (spacelive.motion).
+        identity = closed_mouth(perturb(bank[rng.integers(len(bank))], rng)).astype(np.float32)
         emotion = np.zeros(len(EMOTIONS), np.float32)
         if rng.random() >= config.neutral_fraction:
             emotion[rng.integers(1, len(EMOTIONS))] = rng.uniform(0.3, 1.0)
@@ -151,19 +142,6 @@ def sample_batch(corpus: Corpus, bank: np.ndarray, rng: np.random.Generator, con
         emotions.append(np.repeat(emotion[None], config.window, axis=0))
         targets.append(frames)
     return tuple(torch.from_numpy(np.stack(a)) for a in (audio, rest, emotions, targets))
-
-
-PARTED_REST_OPENING = (0.05, 0.6)
-"""How far the lips of a parted training rest (``TrainConfig.parted_share``) are apart (the
-teacher's jaw opening; the default portrait rests at about 0.45). Of the real faces only the
-astronaut's are parted: without these the model left them apart on p, b and m."""
-
-
-def parted(identity: np.ndarray, opening: float) -> np.ndarray:
-    """(110, 3) rest landmarks with the jaw held open by ``opening`` (teacher units)."""
-    tracks = np.zeros((1, len(PARAMETERS)))
-    tracks[0, PARAMETERS.index("open")] = opening
-    return landmarks_from_tracks(tracks, identity)[0]
 
 
 class S2LTrainer(nn.Module):

@@ -1,0 +1,124 @@
+"""The idle mouth: the portrait's own lips while it listens, closed lips between words.
+
+Speech is taught and spoken around the portrait with its lips closed: the teacher's silence
+rests closed, so the pauses between words shut the lips as p, b and m do. A portrait whose
+lips are parted at rest (a smile with the teeth showing) gets its own mouth back while it is
+idle: before its first word, and once it has been silent for ``IDLE_AFTER_FRAMES``.
+
+``relaxation`` is the share of the portrait's own parting shown in a frame: 1 idle, 0 while
+speaking. The teacher computes it from the phones' timing (``relaxation_track``); the server
+from the audio it hears (``IdleMouth``, one per session), by the same rule.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from spacelive.landmarks import closed_mouth
+
+IDLE_AFTER_FRAMES = 30
+"""Silent frames (1 s) after speech before the lips start to part again: pauses between
+words and phrases keep them closed."""
+RELAX_FRAMES = 15
+"""Frames the lips take to part again (0.5 s)."""
+WAKE_FRAMES = 3
+"""Frames the lips take to close before the first speaking frame (100 ms). The server sees
+that far ahead through the audio encoder's lookahead."""
+SPEECH_ABOVE_FLOOR = 3.0
+"""A frame is speech when its MFCC c0 (log amplitude: 2.3 per 10 dB) is this far above the
+stream's noise floor: 13 dB."""
+FLOOR_START = -11.5
+"""The noise floor assumed before a stream's first quiet frame: the c0 of white noise at
+-80 dBFS. A voice from the first frame is speech; a noisier room is learnt as the floor
+rises to it."""
+FLOOR_RISE = 0.02
+"""How fast the noise floor rises, in c0 per frame (2.6 dB/s); it falls at once to any
+quieter frame. Speech dips between syllables, so its floor stays below it."""
+_FAR = 1 << 30
+
+
+def _ease(x: np.ndarray | float) -> np.ndarray:
+    """Smoothstep of x clipped to [0, 1]: ramps start and end at rest."""
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def relaxation(frames_since_speech: int, frames_to_speech: int) -> float:
+    """The share of the portrait's own parting shown, from the distances (frames) to the last
+    speaking frame at or before this one and to the next at or after it (``_FAR``: none)."""
+    after = _ease((frames_since_speech - IDLE_AFTER_FRAMES) / RELAX_FRAMES)
+    before = _ease(frames_to_speech / WAKE_FRAMES)
+    return float(min(after, before))
+
+
+def relaxation_track(speaking: np.ndarray) -> np.ndarray:
+    """(T,) relaxation of every frame of a stream whose speaking frames (T,) bool are known."""
+    speaking = np.asarray(speaking, bool)
+    index = np.arange(len(speaking))
+    last = np.maximum.accumulate(np.where(speaking, index, -_FAR))
+    upcoming = np.where(speaking, index, _FAR)
+    following = np.minimum.accumulate(upcoming[::-1])[::-1]
+    return np.array(
+        [relaxation(int(k - last[k]), int(following[k] - k)) for k in index], np.float32
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class IdleMouth:
+    """One stream's idle-mouth state, stepped once per MFCC frame.
+
+    ``ahead`` holds whether each frame from the next due one to the newest heard is speech
+    (lookahead + 1 flags); ``heard`` returns the state after one more frame, so that a
+    failed step writes nothing.
+    """
+
+    ahead: tuple[bool, ...]
+    last_speech: int = -_FAR  # index of the last due frame that was speech
+    floor: float = FLOOR_START  # the stream's noise floor (MFCC c0)
+    due: int = -1  # index of the frame ``ahead[0]`` describes, once due (>= 0)
+
+    @classmethod
+    def start(cls, lookahead: int) -> "IdleMouth":
+        if lookahead < WAKE_FRAMES:
+            raise ValueError(
+                f"the lips need {WAKE_FRAMES} frames of lookahead to close before speech; "
+                f"the audio encoder has {lookahead}"
+            )
+        return cls(ahead=(False,) * (lookahead + 1), due=-lookahead - 1)
+
+    def heard(self, log_energy: float | None) -> "IdleMouth":
+        """The state after one more MFCC frame: its c0, or None past the end of the stream."""
+        floor = self.floor
+        speech = False
+        if log_energy is not None and np.isfinite(log_energy):
+            floor = min(floor + FLOOR_RISE, float(log_energy))
+            speech = float(log_energy) > floor + SPEECH_ABOVE_FLOOR
+        ahead = (*self.ahead[1:], speech)
+        due = self.due + 1
+        last = due if ahead[0] and due >= 0 else self.last_speech
+        return IdleMouth(ahead, last, floor, due)
+
+    @property
+    def relaxation(self) -> float:
+        """The relaxation of the due frame ``ahead[0]``."""
+        upcoming = next((i for i, s in enumerate(self.ahead) if s), _FAR)
+        return relaxation(self.due - self.last_speech, upcoming)
+
+
+def audio_relaxation(log_energy: np.ndarray, lookahead: int) -> np.ndarray:
+    """(T,) relaxation of every frame of a whole stream as the server steps it, from its MFCC
+    c0 (T,) and the audio encoder's lookahead."""
+    idle = IdleMouth.start(lookahead)
+    out = []
+    for value in [*np.asarray(log_energy, np.float64), *[None] * lookahead]:
+        idle = idle.heard(value)
+        if idle.due >= 0:
+            out.append(idle.relaxation)
+    return np.array(out, np.float32)
+
+
+def mouth_parting(landmarks0: np.ndarray) -> np.ndarray:
+    """(110, 3) the portrait's own rest minus that rest with its lips closed (zero for a
+    closed mouth)."""
+    rest = np.asarray(landmarks0, np.float64)
+    return (rest - closed_mouth(rest)).astype(np.float32)

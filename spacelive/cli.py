@@ -658,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     basis.add_argument("--data", required=True, help="corpus folder from `spacelive data synth`")
     basis.add_argument("--models", default=str(DEFAULT_MODELS), help="model directory (written)")
-    basis.add_argument("--utterances", type=int, default=80)
+    basis.add_argument("--utterances", type=int, default=200)
     basis.add_argument("--components", type=int, default=40)
     basis.set_defaults(run=_cmd_train_basis)
     baseline = train_sub.add_parser(

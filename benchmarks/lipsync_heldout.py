@@ -10,7 +10,8 @@ improvement over the baseline, and how far each standard portrait's lips drift i
 silence. ``--voices`` evaluates other English voices instead: training voices, with sentences
 the corpus never had, are where to choose between training runs, so that the held-out voices
 stay unseen by every decision. ``--portrait`` speaks with another standard portrait than the
-bundled default (whose parted lips the teacher shuts on every p, b and m).
+bundled default (the astronaut, who smiles with parted lips: closed while she speaks, her own
+mouth again when idle).
 ``--teacher-shift-ms`` delays the teacher's phones against the audio, to measure how much of a
 voice's score is its timing (``benchmarks/voice_timing.py``: mbrola us3's audio runs late).
 """

@@ -33,7 +33,8 @@ FLOOR_START = -11.5
 rises to it."""
 FLOOR_RISE = 0.02
 """How fast the noise floor rises, in c0 per frame (2.6 dB/s); it falls at once to any
-quieter frame. Speech dips between syllables, so its floor stays below it."""
+quieter frame, but never below ``FLOOR_START``: a dropout of digital silence would otherwise
+sink it for a minute. Speech dips between syllables, so its floor stays below it."""
 _FAR = 1 << 30
 
 
@@ -91,7 +92,7 @@ class IdleMouth:
         floor = self.floor
         speech = False
         if log_energy is not None and np.isfinite(log_energy):
-            floor = min(floor + FLOOR_RISE, float(log_energy))
+            floor = max(FLOOR_START, min(floor + FLOOR_RISE, float(log_energy)))
             speech = float(log_energy) > floor + SPEECH_ABOVE_FLOOR
         ahead = (*self.ahead[1:], speech)
         due = self.due + 1

@@ -67,3 +67,12 @@ def test_a_failed_step_changes_nothing():
 def test_too_little_lookahead_is_refused():
     with pytest.raises(ValueError, match="lookahead"):
         IdleMouth.start(WAKE_FRAMES - 1)
+
+
+def test_a_dropout_of_digital_silence_does_not_sink_the_floor():
+    """A muted track (c0 -36) for a second, then a room at -65 dBFS: the room is learnt as
+    quickly as from the start, and the portrait goes idle."""
+    rng = np.random.default_rng(1)
+    stream = np.concatenate([np.full(30, QUIET), -8.0 + 0.3 * rng.standard_normal(300)])
+    idle = audio_relaxation(stream, 4)
+    assert idle[30 + 60 + IDLE_AFTER_FRAMES + RELAX_FRAMES :].min() == 1

@@ -44,12 +44,13 @@ def _ease(x: np.ndarray | float) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
-def relaxation(frames_since_speech: int, frames_to_speech: int) -> float:
-    """The share of the portrait's own parting shown, from the distances (frames) to the last
-    speaking frame at or before this one and to the next at or after it (``_FAR``: none)."""
-    after = _ease((frames_since_speech - IDLE_AFTER_FRAMES) / RELAX_FRAMES)
-    before = _ease(frames_to_speech / WAKE_FRAMES)
-    return float(min(after, before))
+def relaxation(frames_since_speech, frames_to_speech) -> np.ndarray:
+    """The share of the portrait's own parting shown, from the distances (frames, scalars or
+    arrays) to the last speaking frame at or before a frame and to the next at or after it
+    (``_FAR``: none)."""
+    after = _ease((np.asarray(frames_since_speech) - IDLE_AFTER_FRAMES) / RELAX_FRAMES)
+    before = _ease(np.asarray(frames_to_speech) / WAKE_FRAMES)
+    return np.minimum(after, before)
 
 
 def relaxation_track(speaking: np.ndarray) -> np.ndarray:
@@ -57,26 +58,23 @@ def relaxation_track(speaking: np.ndarray) -> np.ndarray:
     speaking = np.asarray(speaking, bool)
     index = np.arange(len(speaking))
     last = np.maximum.accumulate(np.where(speaking, index, -_FAR))
-    upcoming = np.where(speaking, index, _FAR)
-    following = np.minimum.accumulate(upcoming[::-1])[::-1]
-    return np.array(
-        [relaxation(int(k - last[k]), int(following[k] - k)) for k in index], np.float32
-    )
+    following = np.minimum.accumulate(np.where(speaking, index, _FAR)[::-1])[::-1]
+    return relaxation(index - last, following - index).astype(np.float32)
 
 
 @dataclass(frozen=True, slots=True)
 class IdleMouth:
     """One stream's idle-mouth state, stepped once per MFCC frame.
 
-    ``ahead`` holds whether each frame from the next due one to the newest heard is speech
-    (lookahead + 1 flags); ``heard`` returns the state after one more frame, so that a
-    failed step writes nothing.
+    ``ahead`` holds whether each frame from the due one (``ahead[0]``, the frame the motion
+    loop emits this step) to the newest heard is speech (lookahead + 1 flags). ``heard``
+    returns the state after one more frame, so that a failed step writes nothing.
     """
 
     ahead: tuple[bool, ...]
+    due: int  # index of the frame ``ahead[0]`` describes: the one this step emits, once >= 0
     last_speech: int = -_FAR  # index of the last due frame that was speech
     floor: float = FLOOR_START  # the stream's noise floor (MFCC c0)
-    due: int = -1  # index of the frame ``ahead[0]`` describes, once due (>= 0)
 
     @classmethod
     def start(cls, lookahead: int) -> "IdleMouth":
@@ -97,13 +95,13 @@ class IdleMouth:
         ahead = (*self.ahead[1:], speech)
         due = self.due + 1
         last = due if ahead[0] and due >= 0 else self.last_speech
-        return IdleMouth(ahead, last, floor, due)
+        return IdleMouth(ahead, due, last, floor)
 
     @property
     def relaxation(self) -> float:
         """The relaxation of the due frame ``ahead[0]``."""
         upcoming = next((i for i, s in enumerate(self.ahead) if s), _FAR)
-        return relaxation(self.due - self.last_speech, upcoming)
+        return float(relaxation(self.due - self.last_speech, upcoming))
 
 
 def audio_relaxation(log_energy: np.ndarray, lookahead: int) -> np.ndarray:

@@ -82,6 +82,7 @@ class MotionModel:
         # A placeholder (all-zero) L2L would pin the face to the portrait; until one is
         # trained, posed landmarks reach the renderer through the geometric transfer.
         self.l2l_placeholder = bool(stages.manifest["stages"]["l2l"].get("placeholder", False))
+        self._idle_start = IdleMouth.start(self.lookahead)  # refuses too little lookahead
 
     def new_state(
         self, avatar: Avatar, controls: ControlUpdate | None = None, seed: int = 0
@@ -102,7 +103,7 @@ class MotionModel:
             s2l_c=np.zeros(st.input_shape("s2l", "c", 1), np.float32),
             speech_rest=speech_rest,
             parting=mouth_parting(avatar.landmarks0)[None],
-            idle=IdleMouth.start(self.lookahead),
+            idle=self._idle_start,  # immutable: every stream starts from it
             landmarks=speech_rest.copy(),
             pose_h=np.zeros(st.input_shape("posegen", "h", 1), np.float32),
             pose_c=np.zeros(st.input_shape("posegen", "c", 1), np.float32),

@@ -24,17 +24,19 @@ RELAX_FRAMES = 15
 WAKE_FRAMES = 3
 """Frames the lips take to close before the first speaking frame (100 ms). The server sees
 that far ahead through the audio encoder's lookahead."""
-SPEECH_ABOVE_FLOOR = 3.0
+SPEECH_ABOVE_FLOOR = 1.0
 """A frame is speech when its MFCC c0 (log amplitude: 2.3 per 10 dB) is this far above the
-stream's noise floor: 13 dB."""
-FLOOR_START = -11.5
-"""The noise floor assumed before a stream's first quiet frame: the c0 of white noise at
--80 dBFS. A voice from the first frame is speech; a noisier room is learnt as the floor
-rises to it."""
-FLOOR_RISE = 0.02
-"""How fast the noise floor rises, in c0 per frame (2.6 dB/s); it falls at once to any
-quieter frame, but never below ``FLOOR_START``: a dropout of digital silence would otherwise
-sink it for a minute. Speech dips between syllables, so its floor stays below it."""
+stream's noise floor: 4.3 dB, seven times the frame-to-frame spread of a steady room's hiss."""
+FLOOR_FRAMES = 60
+"""The noise floor is the quietest frame of the last 2 s (minimum statistics): a room's noise
+fills the window at once, and speech dips to the room's level between words and in stop
+closures far more often than every 2 s."""
+FLOOR_WARMUP_FRAMES = 10
+"""For its first frames (1/3 s) a stream is judged against ``FLOOR_LOWEST``, so that a voice
+from the first frame is speech rather than the floor."""
+FLOOR_LOWEST = -9.0
+"""The floor while a stream warms up, and the lowest it goes: the c0 of white noise at
+-69 dBFS. A dropout of digital silence cannot sink it below a quiet room's."""
 _FAR = 1 << 30
 
 
@@ -74,7 +76,7 @@ class IdleMouth:
     ahead: tuple[bool, ...]
     due: int  # index of the frame ``ahead[0]`` describes: the one this step emits, once >= 0
     last_speech: int = -_FAR  # index of the last due frame that was speech
-    floor: float = FLOOR_START  # the stream's noise floor (MFCC c0)
+    recent: tuple[float, ...] = ()  # c0 of the last FLOOR_FRAMES frames heard
 
     @classmethod
     def start(cls, lookahead: int) -> "IdleMouth":
@@ -87,15 +89,17 @@ class IdleMouth:
 
     def heard(self, log_energy: float | None) -> "IdleMouth":
         """The state after one more MFCC frame: its c0, or None past the end of the stream."""
-        floor = self.floor
+        recent = self.recent
         speech = False
         if log_energy is not None and np.isfinite(log_energy):
-            floor = max(FLOOR_START, min(floor + FLOOR_RISE, float(log_energy)))
-            speech = float(log_energy) > floor + SPEECH_ABOVE_FLOOR
+            recent = (*recent[-FLOOR_FRAMES + 1 :], float(log_energy))
+            warm = len(recent) >= FLOOR_WARMUP_FRAMES
+            floor = max(FLOOR_LOWEST, min(recent)) if warm else FLOOR_LOWEST
+            speech = recent[-1] > floor + SPEECH_ABOVE_FLOOR
         ahead = (*self.ahead[1:], speech)
         due = self.due + 1
         last = due if ahead[0] and due >= 0 else self.last_speech
-        return IdleMouth(ahead, due, last, floor)
+        return IdleMouth(ahead, due, last, recent)
 
     @property
     def relaxation(self) -> float:

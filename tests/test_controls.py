@@ -111,10 +111,12 @@ def test_a_blink_reaches_the_posed_face_and_leaves_it_again(engine, avatar):
 
 def test_mouth_scale_multiplies_the_mouth_motion_only(engine, avatar):
     from spacelive.audio import offline_mfcc
+    from spacelive.idle import audio_relaxation
     from spacelive.motion import MOUTH_AND_JAW
     from tests.conftest import speechlike
 
-    mfcc = offline_mfcc(speechlike(1.0, seed=6))
+    audio = np.concatenate([np.zeros(8_000), speechlike(1.0, seed=6), np.zeros(26_000)])
+    mfcc = offline_mfcc(audio.astype(np.float32))
     runs = {}
     for scale in (1.0, 1.5, 2.0):
         state = engine.motion.new_state(
@@ -128,6 +130,13 @@ def test_mouth_scale_multiplies_the_mouth_motion_only(engine, avatar):
     others = np.setdiff1d(np.arange(110), MOUTH_AND_JAW)
     np.testing.assert_allclose(speech[:, others], 0, atol=1e-6)
     assert np.abs(speech[:, MOUTH_AND_JAW]).max() > 0.01  # the tiny model does move the mouth
+    # Scaled around the lips-closed rest plus the idle share of the portrait's own parting.
+    idle = audio_relaxation(mfcc[:, 0], engine.motion.lookahead)[:, None, None]
+    assert idle.min() == 0 and idle.max() == 1
+    rest = state.speech_rest + idle * state.parting
+    np.testing.assert_allclose(
+        (runs[1.0] - speech)[:, MOUTH_AND_JAW], rest[:, MOUTH_AND_JAW], atol=1e-5
+    )
     with pytest.raises(ValueError, match="mouth_scale"):
         FaceControls(ControlUpdate(mouth_scale=2.5))
 

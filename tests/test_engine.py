@@ -202,3 +202,71 @@ def test_s2l_speaks_around_the_portrait_with_its_lips_closed(engine, avatar):
     np.testing.assert_allclose(own, avatar.landmarks0, atol=1e-6)
     moved = np.abs(state.parting[0]).max(axis=1)
     assert moved[np.setdiff1d(np.arange(110), MOUTH_AND_JAW)].max() == 0
+
+
+def _stepped(motion, state, mfcc, fail_at=None):
+    """Step one stream frame by frame (lookahead flushed). Per emitted frame: its index and
+    the share of the portrait's parting it shows beyond S2L's speech (mouth scale 1, no eye
+    controls). With ``fail_at``, that step's controls fail once (the session is left out)."""
+    state.frame_count = np.int64(len(mfcc))
+    rows = np.concatenate([mfcc, np.zeros((motion.lookahead, mfcc.shape[1]), np.float32)])
+    parting = state.parting[0].ravel()
+    shares = []
+    for k, row in enumerate(rows):
+        if k == fail_at:
+            before = (state.idle, state.mfcc_index, [c.copy() for c in state.caches])
+            advance = state.controls.advance
+            state.controls.advance = lambda pose: (_ for _ in ()).throw(RuntimeError("sabotage"))
+            errors: dict[int, Exception] = {}
+            assert motion.step([state], row[None], errors=errors) == [None] and errors
+            state.controls.advance = advance
+            assert state.idle is before[0] and state.mfcc_index == before[1]
+            assert all((a == b).all() for a, b in zip(state.caches, before[2], strict=True))
+        (frame,) = motion.step([state], row[None])
+        if frame is not None:
+            shown = (frame.landmarks - state.landmarks[0]).ravel()
+            shares.append((frame.frame_index, float(shown @ parting / (parting @ parting))))
+    return shares
+
+
+def test_each_frame_shows_the_idle_share_the_evaluation_gives_it(engine, avatar):
+    """The server's idle state is stepped with the encoder's lookahead; frame k's landmarks
+    carry exactly the relaxation ``audio_relaxation`` gives frame k (which the lip-sync
+    evaluation uses for its targets), not a neighbour's. A step that fails writes none of the
+    session's state, and the stream then goes on exactly as if it had not failed."""
+    from spacelive.audio import offline_mfcc
+    from spacelive.controls import ControlUpdate
+    from spacelive.idle import audio_relaxation
+
+    rate = 16_000
+    audio = np.concatenate(
+        [np.zeros(rate // 2), speechlike(0.8, seed=7), np.zeros(int(rate * 1.8))]
+    ).astype(np.float32)
+    mfcc = offline_mfcc(audio)
+    quiet = ControlUpdate(blinks_per_minute=0.0, saccades=False)
+    motion = engine.motion
+    shares = _stepped(motion, motion.new_state(avatar, quiet), mfcc)
+    assert [k for k, _ in shares] == list(range(len(mfcc)))
+    expected = audio_relaxation(mfcc[:, 0], motion.lookahead)
+    assert expected.min() == 0 and expected.max() == 1 and 0 < expected[-1] <= 1
+    np.testing.assert_allclose([s for _, s in shares], expected, atol=1e-4)
+    retried = _stepped(motion, motion.new_state(avatar, quiet), mfcc, fail_at=20)
+    assert retried == shares
+
+
+def test_a_model_whose_encoder_sees_too_little_ahead_is_refused_at_load(tiny_models, tmp_path):
+    """The lips close over the frames before speech, which the encoder must see coming."""
+    import json
+    import shutil
+
+    from spacelive.idle import WAKE_FRAMES
+    from spacelive.motion import MotionModel
+    from spacelive.runners import load_stages
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models)
+    manifest = json.loads((models / "manifest.json").read_text())
+    manifest["stages"]["audio_encoder"]["lookahead"] = WAKE_FRAMES - 1
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=f"need {WAKE_FRAMES} frames of lookahead"):
+        MotionModel(load_stages(models))

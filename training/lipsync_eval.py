@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from spacelive.audio import frame_count, offline_mfcc
+from spacelive.controls import ControlUpdate
 from spacelive.face import Avatar
 from spacelive.idle import audio_relaxation
 from spacelive.landmarks import inner_lip_gap
@@ -105,8 +106,10 @@ def energy_baseline(
 
 
 def stream_landmarks(motion: MotionModel, avatar: Avatar, mfcc: np.ndarray) -> np.ndarray:
-    """S2L landmarks (T, 110, 3) as the server computes them, frame by frame."""
-    return np.array([frame.landmarks for frame in motion.run(motion.new_state(avatar), mfcc)])
+    """S2L landmarks (T, 110, 3) as the server computes them, frame by frame; without blinks,
+    which are a control of their own (the teacher has none)."""
+    state = motion.new_state(avatar, ControlUpdate(blinks_per_minute=0.0))
+    return np.array([frame.landmarks for frame in motion.run(state, mfcc)])
 
 
 def silence_drift(motion: MotionModel, avatar: Avatar, seconds: float = 3.0) -> float:

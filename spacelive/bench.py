@@ -45,12 +45,16 @@ SUSTAIN_FPS, SUSTAIN_P99_MS = 29.5, 300.0
 
 
 def speech_like(seconds: float, rate: int = 16_000, seed: int = 0) -> np.ndarray:
-    """(n,) float32: voiced syllables at 4 Hz with gaps, a stand-in a model reacts to."""
+    """(n,) float32 in [-1, 1]: voiced bursts (a 110-150 Hz glide with breath noise) at 2-5
+    syllables a second with gaps, ``seconds`` long (rounded down); a stand-in a model reacts
+    to, for tests and benchmarks."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate
-    syllables = np.sin(2 * np.pi * 4 * t + rng.uniform(0, 2 * np.pi)) > -0.2
-    voiced = 0.3 * np.sin(2 * np.pi * np.cumsum(120 + 30 * np.sin(2 * np.pi * 0.5 * t)) / rate)
-    return ((voiced + 0.03 * rng.standard_normal(t.size)) * syllables).astype(np.float32)
+    syllables = np.sin(2 * np.pi * rng.uniform(2, 5) * t + rng.uniform(0, 6)) > -0.2
+    pitch = 110 + 40 * np.sin(2 * np.pi * 0.7 * t)
+    voiced = 0.3 * np.sin(2 * np.pi * np.cumsum(pitch) / rate)
+    noise = 0.05 * rng.standard_normal(t.size)
+    return ((voiced + noise) * syllables).astype(np.float32)
 
 
 def machine() -> dict:

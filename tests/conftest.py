@@ -39,23 +39,12 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def speechlike(seconds: float, sample_rate: int = 16_000, seed: int = 0) -> np.ndarray:
-    """Voiced bursts with pauses: float32 mono in [-1, 1], ``seconds`` long (rounded down)."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * sample_rate)
-    t = np.arange(n) / sample_rate
-    syllables = np.sin(2 * np.pi * rng.uniform(2, 5) * t + rng.uniform(0, 6)) > -0.2
-    pitch = 110 + 40 * np.sin(2 * np.pi * 0.7 * t)
-    voiced = 0.3 * np.sin(2 * np.pi * np.cumsum(pitch) / sample_rate)
-    noise = 0.05 * rng.standard_normal(n)
-    return ((voiced + noise) * syllables).astype(np.float32)
-
-
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> Path:
     """Tiny-width stages with random weights (heads included), so outputs move."""
     pytest.importorskip("torch")
     from spacelive.audio import offline_mfcc
+    from spacelive.bench import speech_like
     from spacelive.export.stages import build_stages, export_stages, randomize
     from spacelive.training.motion_basis import fit_basis
 
@@ -64,7 +53,7 @@ def tiny_models(tmp_path_factory) -> Path:
     # The keypoint stream's basis, fitted to this S2L (few components: corrections carry
     # the rest, as they would for any model the basis fits badly).
     motion = Engine(EngineConfig(models=out)).motion
-    mfccs = [offline_mfcc(speechlike(3.0, seed=s)) for s in range(4)]
+    mfccs = [offline_mfcc(speech_like(3.0, seed=s)) for s in range(4)]
     face = FaceAnalyzer().analyze(portrait_bytes("astronaut"))
     fit_basis(motion, [face], mfccs, out, components=8)
     return out

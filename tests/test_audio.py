@@ -16,7 +16,7 @@ from spacelive.audio import (
     samples_needed,
     window_start,
 )
-from tests.conftest import speechlike
+from spacelive.bench import speech_like
 
 
 def stream_mfcc(signal: np.ndarray, chunk_sizes: list[int]) -> np.ndarray:
@@ -31,7 +31,7 @@ def stream_mfcc(signal: np.ndarray, chunk_sizes: list[int]) -> np.ndarray:
 
 
 def test_coefficients_follow_python_speech_features():
-    signal = speechlike(1.0, seed=3).astype(np.float64)
+    signal = speech_like(1.0, seed=3).astype(np.float64)
     ours = offline_mfcc(signal)
     emphasized = preemphasize(signal)
     for k in (5, 12, 20):
@@ -65,7 +65,7 @@ def test_frame_clock_is_exact_and_does_not_drift():
 
 def test_ten_minutes_stream_into_exactly_18000_frames():
     streamer = MfccStreamer()
-    second = speechlike(1.0, seed=1)
+    second = speech_like(1.0, seed=1)
     frames = sum(streamer.push(second).shape[0] for _ in range(600))
     frames += streamer.finish(frame_count(600 * 16_000, 16_000)).shape[0]
     assert frames == 18_000
@@ -78,7 +78,7 @@ def test_ten_minutes_stream_into_exactly_18000_frames():
     seed=st.integers(0, 1000),
 )
 def test_any_chunking_gives_exactly_the_offline_mfcc(seconds, chunks, seed):
-    signal = speechlike(seconds, seed=seed) + 1e-4  # nonzero even in pauses
+    signal = speech_like(seconds, seed=seed) + 1e-4  # nonzero even in pauses
     expected = offline_mfcc(signal)
     got = stream_mfcc(signal, chunks)
     assert got.shape == expected.shape == (frame_count(len(signal), 16_000), 40)
@@ -86,7 +86,7 @@ def test_any_chunking_gives_exactly_the_offline_mfcc(seconds, chunks, seed):
 
 
 def test_one_sample_chunks_give_exactly_the_offline_mfcc():
-    signal = speechlike(0.3, seed=9)
+    signal = speech_like(0.3, seed=9)
     assert np.array_equal(stream_mfcc(signal, [1] * len(signal)), offline_mfcc(signal))
 
 
@@ -94,7 +94,7 @@ def test_one_sample_chunks_give_exactly_the_offline_mfcc():
 @settings(max_examples=10, deadline=None)
 @given(chunks=st.lists(st.integers(1, 96_000), min_size=1, max_size=30), seed=st.integers(0, 99))
 def test_resampling_is_identical_whatever_the_chunking(rate, chunks, seed):
-    signal = speechlike(2.0, rate, seed=seed)
+    signal = speech_like(2.0, rate, seed=seed)
 
     def run(sizes):
         resampler, out, i = Resampler(rate), [], 0

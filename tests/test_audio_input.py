@@ -13,11 +13,11 @@ from spacelive.audio_input import (
     OggOpusInput,
     open_input,
 )
+from spacelive.bench import speech_like
 from spacelive.client.opus import ogg_opus, opus_packets
-from tests.conftest import speechlike
 
 SECONDS = 1.5
-SOURCE = speechlike(SECONDS, OPUS_RATE, seed=11)
+SOURCE = speech_like(SECONDS, OPUS_RATE, seed=11)
 OGG = ogg_opus(SOURCE, OPUS_RATE, 24_000)
 PACKETS, PRE_SKIP = opus_packets(SOURCE, OPUS_RATE, 24_000)
 

@@ -10,10 +10,9 @@ import pytest
 from spacelive.audio import pcm_s16le
 from spacelive.audio_input import AudioSpec
 from spacelive.batch import BatchEngine
-from spacelive.bench import rss_mb
+from spacelive.bench import rss_mb, speech_like
 from spacelive.controls import EMOTIONS, ControlUpdate
 from spacelive.engine import Engine
-from tests.conftest import speechlike
 
 
 def emotion(name: str, intensity: float) -> np.ndarray:
@@ -26,7 +25,7 @@ def streams(seconds=(1.2, 0.8, 1.5)):
     """Per session: (seed, controls, PCM chunks of 20 ms)."""
     out = []
     for k, s in enumerate(seconds):
-        pcm = pcm_s16le(speechlike(s, seed=20 + k))
+        pcm = pcm_s16le(speech_like(s, seed=20 + k))
         controls = ControlUpdate(emotion=emotion("happy", 0.3 * k), blinks_per_minute=30.0)
         out.append((k, controls, [pcm[i : i + 640] for i in range(0, len(pcm), 640)]))
     return out
@@ -161,7 +160,7 @@ def test_a_control_out_of_range_is_refused_at_once(batch, engine, avatar):
 def test_detach_releases_the_session(batch, engine, avatar):
     session = engine.open_session(avatar, AudioSpec())
     client = Collector(batch, session)
-    batch.submit(client.lane, session.decode(pcm_s16le(speechlike(0.5, seed=3))))
+    batch.submit(client.lane, session.decode(pcm_s16le(speech_like(0.5, seed=3))))
     batch.detach(client.lane)
     deadline = time.monotonic() + 10
     while not session.closed:
@@ -177,7 +176,7 @@ def test_sessions_release_their_memory(engine, avatar):
 
     batch = BatchEngine(engine.motion, workers=2)
     pids = [os.getpid(), *(w.process.pid for w in batch._pool._workers)]
-    pcm = pcm_s16le(speechlike(0.2, seed=9))
+    pcm = pcm_s16le(speech_like(0.2, seed=9))
 
     def one(seed: int) -> None:
         session = engine.open_session(avatar, AudioSpec(), seed=seed)

@@ -3,14 +3,14 @@
 import json
 
 from spacelive.audio import write_wav
-from tests.conftest import speechlike
+from spacelive.bench import speech_like
 
 
 def test_eval_controls_reports_every_check(tmp_path, tiny_models):
     from spacelive.cli import main
 
     wav, out = tmp_path / "speech.wav", tmp_path / "controls.json"
-    write_wav(wav, speechlike(2.0, seed=3), 16_000)
+    write_wav(wav, speech_like(2.0, seed=3), 16_000)
     command = ["eval", "controls", "--audio", str(wav), "--blink-minutes", "0.2"]
     code = main(command + ["--json", str(out), "--models", str(tiny_models)])
     report = json.loads(out.read_text())

@@ -111,11 +111,11 @@ def test_a_blink_reaches_the_posed_face_and_leaves_it_again(engine, avatar):
 
 def test_mouth_scale_multiplies_the_mouth_motion_only(engine, avatar):
     from spacelive.audio import offline_mfcc
+    from spacelive.bench import speech_like
     from spacelive.idle import audio_relaxation
     from spacelive.motion import MOUTH_AND_JAW
-    from tests.conftest import speechlike
 
-    audio = np.concatenate([np.zeros(8_000), speechlike(1.0, seed=6), np.zeros(26_000)])
+    audio = np.concatenate([np.zeros(8_000), speech_like(1.0, seed=6), np.zeros(26_000)])
     mfcc = offline_mfcc(audio.astype(np.float32))
     runs = {}
     for scale in (1.0, 1.5, 2.0):

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from spacelive.audio import frame_count, pcm_s16le
 from spacelive.audio_input import AudioSpec, InputError
-from tests.conftest import speechlike
+from spacelive.bench import speech_like
 
 
 def run_session(engine, avatar, pcm: bytes, chunk_bytes: list[int], rate=16_000, seed=0):
@@ -24,7 +24,7 @@ def run_session(engine, avatar, pcm: bytes, chunk_bytes: list[int], rate=16_000,
 
 
 def test_ten_seconds_give_300_frames_in_order(engine, avatar):
-    pcm = pcm_s16le(speechlike(10.0, seed=1))
+    pcm = pcm_s16le(speech_like(10.0, seed=1))
     frames = run_session(engine, avatar, pcm, [640] * 300)
     assert [f.frame_index for f in frames] == list(range(300))
     assert frames[0].keyframe
@@ -35,7 +35,7 @@ def test_ten_seconds_give_300_frames_in_order(engine, avatar):
 )
 @given(samples=st.integers(0, 40_000), rate=st.sampled_from([16_000, 24_000, 48_000]))
 def test_duration_d_gives_ceil_d_times_30_frames(engine, avatar, samples, rate):
-    pcm = pcm_s16le(speechlike(samples / rate + 1e-9, rate, seed=samples))[: 2 * samples]
+    pcm = pcm_s16le(speech_like(samples / rate + 1e-9, rate, seed=samples))[: 2 * samples]
     pcm += b"\x00\x00" * (samples - len(pcm) // 2)
     frames = run_session(engine, avatar, pcm, [4_000], rate)
     assert len(frames) == frame_count(samples, rate) == -(-samples * 30 // rate)
@@ -47,7 +47,7 @@ def test_duration_d_gives_ceil_d_times_30_frames(engine, avatar, samples, rate):
 )
 @given(chunk_samples=st.lists(st.integers(1, 40_000), min_size=1, max_size=20))
 def test_frames_are_identical_whatever_the_chunking(engine, avatar, rate, chunk_samples):
-    pcm = pcm_s16le(speechlike(1.5, rate, seed=rate))
+    pcm = pcm_s16le(speech_like(1.5, rate, seed=rate))
     reference = run_session(engine, avatar, pcm, [len(pcm)], rate)
     frames = run_session(engine, avatar, pcm, [2 * n for n in chunk_samples], rate)
     assert [f.data for f in frames] == [f.data for f in reference]
@@ -55,14 +55,14 @@ def test_frames_are_identical_whatever_the_chunking(engine, avatar, rate, chunk_
 
 def test_untrained_weights_still_move_the_face(engine, avatar):
     """Guards the tests above: with the random tiny models the frames really change."""
-    pcm = pcm_s16le(speechlike(1.0, seed=2))
+    pcm = pcm_s16le(speech_like(1.0, seed=2))
     frames = run_session(engine, avatar, pcm, [len(pcm)])
     assert len({f.data for f in frames[1:]}) > 20
 
 
 def test_sessions_are_isolated(engine, avatar):
-    pcm_a = pcm_s16le(speechlike(2.0, seed=10))
-    pcm_b = pcm_s16le(speechlike(2.0, seed=20) * 0.5)
+    pcm_a = pcm_s16le(speech_like(2.0, seed=10))
+    pcm_b = pcm_s16le(speech_like(2.0, seed=20) * 0.5)
     alone_a = run_session(engine, avatar, pcm_a, [1280])
     alone_b = run_session(engine, avatar, pcm_b, [1280])
     assert [f.data for f in alone_a] != [f.data for f in alone_b]
@@ -89,8 +89,8 @@ def test_batched_step_equals_stepping_alone(engine, avatar):
     from spacelive.audio import offline_mfcc
 
     motion = engine.motion
-    mfcc_a = offline_mfcc(speechlike(0.5, seed=4))
-    mfcc_b = offline_mfcc(speechlike(0.5, seed=5))
+    mfcc_a = offline_mfcc(speech_like(0.5, seed=4))
+    mfcc_b = offline_mfcc(speech_like(0.5, seed=5))
     alone = []
     for mfcc in (mfcc_a, mfcc_b):
         state = motion.new_state(avatar, seed=1)
@@ -148,7 +148,7 @@ def test_untrained_l2l_is_bridged_by_the_landmark_transfer(tmp_path, avatar):
     sparse[0, 66, 1] += 0.1  # lower inner lip down
     moved = state.transfer.apply(sparse)[0] - frontal
     assert moved[14, 1] > 0.04 and abs(moved[13, 1]) < 1e-6
-    frames = session.feed(pcm_s16le(speechlike(1.0, seed=3))) + session.flush()
+    frames = session.feed(pcm_s16le(speech_like(1.0, seed=3))) + session.flush()
     assert len(frames) == 30 and len({f.data for f in frames[1:]}) > 10
 
 
@@ -158,7 +158,7 @@ def test_the_onnx_renderer_gives_the_same_stream(tiny_models, engine, avatar):
     from spacelive.engine import Engine, EngineConfig
     from spacelive.sheet import decode
 
-    pcm = pcm_s16le(speechlike(1.0, seed=3))
+    pcm = pcm_s16le(speech_like(1.0, seed=3))
     twin = Engine(EngineConfig(models=tiny_models, renderer="onnx"))
     everything = set(range(30))
     a = decode(run_session(engine, avatar, pcm, [3200] * 10), everything)
@@ -174,7 +174,7 @@ def test_the_onnx_renderer_gives_the_same_stream(tiny_models, engine, avatar):
 def test_gpu_backends_step_like_the_cpu(tiny_models, engine, avatar, backend):
     from spacelive.engine import Engine, EngineConfig
 
-    pcm = pcm_s16le(speechlike(1.0, seed=4))
+    pcm = pcm_s16le(speech_like(1.0, seed=4))
     gpu = Engine(EngineConfig(models=tiny_models, backend=backend, renderer="onnx"))
     cpu_frames = run_session(engine, avatar, pcm, [3200] * 10)
     gpu_frames = run_session(gpu, avatar, pcm, [3200] * 10)
@@ -240,7 +240,7 @@ def test_each_frame_shows_the_idle_share_the_evaluation_gives_it(engine, avatar)
 
     rate = 16_000
     audio = np.concatenate(
-        [np.zeros(rate // 2), speechlike(0.8, seed=7), np.zeros(int(rate * 1.8))]
+        [np.zeros(rate // 2), speech_like(0.8, seed=7), np.zeros(int(rate * 1.8))]
     ).astype(np.float32)
     mfcc = offline_mfcc(audio)
     quiet = ControlUpdate(blinks_per_minute=0.0, saccades=False)

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spacelive.audio import offline_mfcc
+from spacelive.bench import speech_like
 from spacelive.idle import (
     FLOOR_FRAMES,
     FLOOR_WARMUP_FRAMES,
@@ -16,7 +17,6 @@ from spacelive.idle import (
     audio_relaxation,
     relaxation_track,
 )
-from tests.conftest import speechlike
 
 LOUD, QUIET = -2.0, -36.0  # MFCC c0 of speech and of digital silence
 FIRST_IDLE = FLOOR_WARMUP_FRAMES + IDLE_AFTER_FRAMES + RELAX_FRAMES
@@ -65,7 +65,7 @@ def test_a_rooms_noise_is_learnt_as_its_floor_and_a_voice_over_it_is_speech(dbfs
     hiss = _room(dbfs, 6.0)
     alone = audio_relaxation(offline_mfcc(hiss)[:, 0], 4)
     assert alone[FIRST_IDLE:].min() == 1
-    voice = speechlike(1.0, seed=3) * 0.3
+    voice = speech_like(1.0, seed=3) * 0.3
     voiced = hiss.copy()
     voiced[16_000 * 3 : 16_000 * 4] += voice
     idle = audio_relaxation(offline_mfcc(voiced)[:, 0], 4)
@@ -76,7 +76,7 @@ def test_a_rooms_noise_is_learnt_as_its_floor_and_a_voice_over_it_is_speech(dbfs
 
 def test_a_voice_from_the_first_frame_is_speech():
     """A clip that starts mid-word (an offline render) closes the lips at once."""
-    idle = audio_relaxation(offline_mfcc(speechlike(1.0, seed=4) * 0.3)[:, 0], 4)
+    idle = audio_relaxation(offline_mfcc(speech_like(1.0, seed=4) * 0.3)[:, 0], 4)
     assert idle[:WAKE_FRAMES].max() < 1 and idle[WAKE_FRAMES:25].max() == 0
 
 

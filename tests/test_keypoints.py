@@ -9,6 +9,7 @@ import pytest
 
 from spacelive.audio import frame_count
 from spacelive.audio_input import AudioSpec, InputError
+from spacelive.bench import speech_like
 from spacelive.client.keypoints import KeypointReceiver, fetch_avatar_image
 from spacelive.client.stream import Uplink, stream_audio
 from spacelive.controls import ControlUpdate
@@ -22,7 +23,7 @@ from spacelive.keypoints import (
     KeypointEncoder,
 )
 from spacelive.motion import frontal_mesh, head_poses
-from tests.conftest import LiveServer, speechlike
+from tests.conftest import LiveServer
 
 
 def _frames(engine, avatar, seconds=3.0, seed=2):
@@ -32,7 +33,7 @@ def _frames(engine, avatar, seconds=3.0, seed=2):
         gaze=(0.3, -0.2), blinks_per_minute=40, emotion=(0, 0.6, 0, 0, 0, 0, 0, 0)
     )
     state = engine.motion.new_state(avatar, update, seed=seed)
-    return engine.motion.run(state, offline_mfcc(speechlike(seconds, seed=seed)))
+    return engine.motion.run(state, offline_mfcc(speech_like(seconds, seed=seed)))
 
 
 def test_keypoint_frames_decode_within_their_quanta(engine, avatar):
@@ -84,7 +85,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def test_keypoint_stream_renders_like_the_video_and_fits_a_bad_link():
     """With the bundled models, over a real websocket: the reference receiver's frames match
     the server's video frames (as decoded) within PSNR 35 dB, at <= 16 kbit/s."""
-    samples = speechlike(4.0, 16_000, seed=5)
+    samples = speech_like(4.0, 16_000, seed=5)
     controls = {"emotion": {"happy": 0.5}, "gaze": [0.2, 0.1], "blinks_per_minute": 30}
     with LiveServer(DEFAULT_MODELS) as server:
         video = asyncio.run(

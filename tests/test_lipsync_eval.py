@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from spacelive.audio import write_wav
+from spacelive.bench import speech_like
 from spacelive.training.lipsync_eval import _similarity_normalize, energy_baseline, metrics
 from spacelive.training.teacher import landmarks_from_tracks
-from tests.conftest import speechlike
 
 
 def test_normalization_puts_the_reference_points_at_plus_minus_one():
@@ -37,7 +37,7 @@ def test_energy_baseline_opens_with_loudness(avatar):
     audio = np.concatenate(
         [
             np.zeros(8000),
-            speechlike(1.0, seed=2) * 0 + 0.3 * np.sin(np.arange(16000) / 16000 * 2 * np.pi * 150),
+            speech_like(1.0, seed=2) * 0 + 0.3 * np.sin(np.arange(16000) / 16000 * 2 * np.pi * 150),
         ]
     ).astype(np.float32)
     mfcc = offline_mfcc(audio)
@@ -51,7 +51,7 @@ def test_eval_lipsync_command(tmp_path, tiny_models):
     from spacelive.cli import main
 
     wav, alignment, out = tmp_path / "a.wav", tmp_path / "a.tsv", tmp_path / "m.json"
-    write_wav(wav, speechlike(1.0, seed=4), 16_000)
+    write_wav(wav, speech_like(1.0, seed=4), 16_000)
     alignment.write_text("sil\t0\t0.2\nB\t0.2\t0.3\nAA\t0.3\t0.6\nM\t0.6\t0.7\nsil\t0.7\t1.0\n")
     assert (
         main(
@@ -92,7 +92,7 @@ def test_parted_lips_close_to_speak_and_part_again_when_idle(avatar):
     rate = 16_000
     quiet = lambda s: np.zeros(int(rate * s))  # noqa: E731
     audio = np.concatenate(
-        [quiet(0.5), speechlike(0.6, seed=5), quiet(0.3), speechlike(0.6, seed=6), quiet(2.0)]
+        [quiet(0.5), speech_like(0.6, seed=5), quiet(0.3), speech_like(0.6, seed=6), quiet(2.0)]
     ).astype(np.float32)
     mfcc = offline_mfcc(audio)
     landmarks = stream_landmarks(motion, avatar, mfcc)

@@ -161,16 +161,16 @@ def test_a_head_pose_turns_every_keypoint_rigidly(tmp_path, avatar):
     that stands in for an untrained L2L moves the expression, the pose turns the whole mesh)."""
     pytest.importorskip("torch")
     from spacelive.audio import offline_mfcc
+    from spacelive.bench import speech_like
     from spacelive.engine import Engine, EngineConfig
     from spacelive.export.stages import build_stages, export_stages, randomize
     from spacelive.face import normalize_landmarks, rotation_from_angles
-    from tests.conftest import speechlike
 
     stages = randomize(build_stages("tiny", seed=5), seed=6, head_scale=0.5)
     export_stages(stages, tmp_path, placeholders=frozenset({"l2l"}))
     engine = Engine(EngineConfig(models=tmp_path))
 
-    mfcc = offline_mfcc(speechlike(1.0, seed=2))
+    mfcc = offline_mfcc(speech_like(1.0, seed=2))
     turn = np.radians([12.0, -6.0, 4.0])
     live = ControlUpdate(
         blinks_per_minute=0, pose_mode="live", live_pose=np.array([*turn, 0, 0, 0])

@@ -15,11 +15,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from spacelive.audio import frame_count, write_wav
+from spacelive.bench import speech_like
 from spacelive.client.stream import Uplink, run_stream, stream_audio
 from spacelive.engine import DEFAULT_PORTRAIT
 from spacelive.offline import render_frames
 from spacelive.server.protocol import WEBSOCKET_MAX_BYTES
-from tests.conftest import LiveServer, png_bytes, portrait_bytes, speechlike
+from tests.conftest import LiveServer, png_bytes, portrait_bytes
 
 GRAY = png_bytes(np.full((256, 256, 3), 128, np.uint8))
 
@@ -61,7 +62,7 @@ def test_avatar_upload_errors(live_server, body, status, code):
 
 
 def test_streamed_frames_equal_the_offline_render(live_server, engine):
-    samples = speechlike(2.5, 24_000, seed=7)
+    samples = speech_like(2.5, 24_000, seed=7)
     result = asyncio.run(stream_audio(live_server.ws_url, Uplink.pcm(samples, 24_000), seed=3))
     assert [f.frame_index for f in result.frames] == list(range(frame_count(len(samples), 24_000)))
     assert result.expected_frames == len(result.frames) == 75
@@ -72,7 +73,7 @@ def test_streamed_frames_equal_the_offline_render(live_server, engine):
 def test_opus_packets_stream_like_the_pcm_they_encode(live_server, engine):
     """A browser on a bad link: 24 kbit/s Opus packets, paced in real time, give every frame
     of the decoded audio, in order."""
-    samples = speechlike(2.0, 16_000, seed=8)
+    samples = speech_like(2.0, 16_000, seed=8)
     uplink = Uplink.opus(samples, 16_000, 24_000)
     result = asyncio.run(stream_audio(live_server.ws_url, uplink, realtime=True))
     assert result.expected_frames == len(result.frames)
@@ -153,7 +154,7 @@ BAD_INPUTS = {
 def test_bad_input_ends_only_its_own_session(live_server):
     """Each bad input gets its specific error and a clean close while a live, real-time paced
     session on the same server carries on and receives every frame."""
-    samples = speechlike(4.0, 16_000, seed=1)
+    samples = speech_like(4.0, 16_000, seed=1)
     outcome = {}
 
     def good_session():
@@ -186,7 +187,7 @@ def test_session_cap_refuses_with_a_clear_error(tiny_models):
 
 def test_stream_command_writes_mp4_and_stats(live_server, tmp_path):
     wav = tmp_path / "speech.wav"
-    write_wav(wav, speechlike(2.0, 48_000, seed=5), 48_000)
+    write_wav(wav, speech_like(2.0, 48_000, seed=5), 48_000)
     out, stats_path = tmp_path / "out.mp4", tmp_path / "stats.json"
     stats = run_stream(
         live_server.ws_url, wav, out, image=None, realtime=True, stats_path=stats_path
@@ -204,7 +205,7 @@ def test_render_command(tiny_models, tmp_path):
     from spacelive.cli import main
 
     wav = tmp_path / "speech.wav"
-    write_wav(wav, speechlike(1.0, 16_000, seed=2), 16_000)
+    write_wav(wav, speech_like(1.0, 16_000, seed=2), 16_000)
     out, sheet = tmp_path / "render.mp4", tmp_path / "sheet.png"
     command = ["render", str(DEFAULT_PORTRAIT), str(wav), "-o", str(out)]
     options = ["--models", str(tiny_models), "--contact-sheet", str(sheet)]
@@ -222,7 +223,7 @@ def test_render_command(tiny_models, tmp_path):
 def test_controls_change_mid_stream(live_server):
     """`control`s between audio chunks: blink now, look right, smile, a live head pose; the
     stream carries on."""
-    pcm = (np.clip(speechlike(2.0, 16_000, seed=4), -1, 1) * 32767).astype("<i2").tobytes()
+    pcm = (np.clip(speech_like(2.0, 16_000, seed=4), -1, 1) * 32767).astype("<i2").tobytes()
     with connect(live_server.ws_url, max_size=WEBSOCKET_MAX_BYTES) as ws:
         ws.send(json.dumps({**START, "controls": {"blinks_per_minute": 0}}))
         assert json.loads(ws.recv(timeout=30))["type"] == "ready"

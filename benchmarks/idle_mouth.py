@@ -10,8 +10,10 @@ noise floor learnt per stream. Two checks, on training voices only:
   are shown with any of the portrait's own parting (should be ~0), and the share of the
   phone-timed idle frames shown closed instead (harmless, but the portrait loses its smile).
   Cold: the stream starts with the utterance; warm: its second pass, as in a long call.
-- **Rooms**: 8 s of white noise at -70 to -40 dBFS and nothing else: how long the lips are
-  shown closed (relaxation < 1) before the floor has learnt the room.
+- **Rooms**: 40 s of noise (white, pink-ish, a 200-1000 Hz hum) at -70 to -40 dBFS and nothing
+  else, from the first sample or after 0.1 s of digital silence: how long the lips are shown
+  closed (relaxation < 1) in the first 8 s, while the floor learns the room, and how often
+  after that (false alarms).
 
 Writes benchmarks/results/idle_mouth.json.
 """
@@ -21,6 +23,7 @@ import json
 import sys
 
 import numpy as np
+from scipy import signal
 
 from spacelive import MODEL_SAMPLE_RATE, idle
 from spacelive.audio import frame_count, offline_mfcc
@@ -34,7 +37,7 @@ LOOKAHEAD = json.loads((DEFAULT_MODELS / "manifest.json").read_text())["stages"]
     "lookahead"
 ]  # the bundled audio encoder's
 ROOMS_DBFS = (-70, -60, -50, -40)
-ROOM_SECONDS = 8.0
+ROOM_SECONDS = 40.0
 
 
 def corpus_agreement(utterances: int, seed: int) -> dict:
@@ -69,13 +72,35 @@ def corpus_agreement(utterances: int, seed: int) -> dict:
     } | {"utterances": utterances}
 
 
+def room_noise(kind: str, dbfs: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """(n,) float32: white, pink-ish (as the corpus's) or 200-1000 Hz (a hum) noise at dbfs RMS."""
+    noise = rng.standard_normal(int(seconds * MODEL_SAMPLE_RATE))
+    if kind == "pink":
+        noise = signal.lfilter([1.0], [1.0, -0.95], noise)
+    elif kind == "hum":
+        noise = signal.sosfilt(
+            signal.butter(4, [200, 1000], "bandpass", fs=MODEL_SAMPLE_RATE, output="sos"), noise
+        )
+    return (noise / noise.std() * 10 ** (dbfs / 20)).astype(np.float32)
+
+
 def rooms(seed: int) -> dict:
+    """Per noise and level: seconds shown closed in the first 8 s, and the share of frames
+    shown closed from 8 s to 40 s (false alarms once learnt); and after 0.1 s of digital
+    silence (a client's pre-roll)."""
     out = {}
-    for dbfs in ROOMS_DBFS:
-        rng = np.random.default_rng([seed, -dbfs])
-        noise = rng.standard_normal(int(ROOM_SECONDS * MODEL_SAMPLE_RATE)) * 10 ** (dbfs / 20)
-        shown = audio_relaxation(offline_mfcc(noise.astype(np.float32))[:, 0], LOOKAHEAD)
-        out[f"{dbfs} dBFS"] = {"closed_s": float((shown < 1).sum() / 30)}
+    for kind in ("white", "pink", "hum"):
+        for dbfs in ROOMS_DBFS:
+            for preroll in (0.0, 0.1):
+                rng = np.random.default_rng([seed, -dbfs, len(kind), int(10 * preroll)])
+                noise = room_noise(kind, dbfs, ROOM_SECONDS, rng)
+                audio = np.concatenate([np.zeros(int(preroll * MODEL_SAMPLE_RATE)), noise])
+                shown = audio_relaxation(offline_mfcc(audio)[:, 0], LOOKAHEAD)
+                name = f"{kind} {dbfs} dBFS" + (f" after {preroll} s of silence" if preroll else "")
+                out[name] = {
+                    "closed_s": float((shown[:240] < 1).sum() / 30),
+                    "closed_share_8_40_s": float((shown[240:] < 1).mean()),
+                }
     return out
 
 

@@ -10,6 +10,7 @@ speaking. The teacher computes it from the phones' timing (``relaxation_track``)
 from the audio it hears (``IdleMouth``, one per session), by the same rule.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,18 +26,23 @@ WAKE_FRAMES = 3
 """Frames the lips take to close before the first speaking frame (100 ms). The server sees
 that far ahead through the audio encoder's lookahead."""
 SPEECH_ABOVE_FLOOR = 1.0
-"""A frame is speech when its MFCC c0 (log amplitude: 2.3 per 10 dB) is this far above the
-stream's noise floor: 4.3 dB, seven times the frame-to-frame spread of a steady room's hiss."""
+"""A frame is speech when its MFCC c0 (log energy: 2.3 per 10 dB) is this far above the
+stream's noise floor: 4.3 dB."""
 FLOOR_FRAMES = 60
-"""The noise floor is the quietest frame of the last 2 s (minimum statistics): a room's noise
-fills the window at once, and speech dips to the room's level between words and in stop
+"""The noise floor is the quietest frame of the last 2 s heard (minimum statistics): a room's
+noise fills the window at once, and speech dips to the room's level between words and in stop
 closures far more often than every 2 s."""
 FLOOR_WARMUP_FRAMES = 10
-"""For its first frames (1/3 s) a stream is judged against ``FLOOR_LOWEST``, so that a voice
-from the first frame is speech rather than the floor."""
+"""Until the window holds this many frames (1/3 s), a stream is judged against
+``FLOOR_LOWEST``, so that a voice from the first frame is speech rather than the floor."""
 FLOOR_LOWEST = -9.0
 """The floor while a stream warms up, and the lowest it goes: the c0 of white noise at
--69 dBFS. A dropout of digital silence cannot sink it below a quiet room's."""
+-69 dBFS."""
+DIGITAL_SILENCE = -20.0
+"""c0 of a frame of (near) digital silence: a muted input, a client's pre-roll, the gaps of a
+synthesized voice (zeros read -36; white noise at -80 dBFS, -11.5). Such a frame is not speech
+and does not count for the floor, nor does the frame after it (or a stream's first), whose
+window reaches back into the silence: a room is learnt from its own noise alone."""
 _FAR = 1 << 30
 
 
@@ -76,7 +82,8 @@ class IdleMouth:
     ahead: tuple[bool, ...]
     due: int  # index of the frame ``ahead[0]`` describes: the one this step emits, once >= 0
     last_speech: int = -_FAR  # index of the last due frame that was speech
-    recent: tuple[float, ...] = ()  # c0 of the last FLOOR_FRAMES frames heard
+    recent: tuple[float, ...] = ()  # c0 of the last FLOOR_FRAMES frames counted for the floor
+    after_silence: bool = True  # the last frame heard was digital silence (or none was heard)
 
     @classmethod
     def start(cls, lookahead: int) -> "IdleMouth":
@@ -89,17 +96,20 @@ class IdleMouth:
 
     def heard(self, log_energy: float | None) -> "IdleMouth":
         """The state after one more MFCC frame: its c0, or None past the end of the stream."""
-        recent = self.recent
+        recent, after_silence = self.recent, self.after_silence
         speech = False
-        if log_energy is not None and np.isfinite(log_energy):
-            recent = (*recent[-FLOOR_FRAMES + 1 :], float(log_energy))
+        if log_energy is not None and math.isfinite(log_energy):
+            silent = log_energy < DIGITAL_SILENCE
+            if not (silent or after_silence):
+                recent = (*recent[-FLOOR_FRAMES + 1 :], float(log_energy))
             warm = len(recent) >= FLOOR_WARMUP_FRAMES
             floor = max(FLOOR_LOWEST, min(recent)) if warm else FLOOR_LOWEST
-            speech = recent[-1] > floor + SPEECH_ABOVE_FLOOR
+            speech = not silent and log_energy > floor + SPEECH_ABOVE_FLOOR
+            after_silence = silent
         ahead = (*self.ahead[1:], speech)
         due = self.due + 1
         last = due if ahead[0] and due >= 0 else self.last_speech
-        return IdleMouth(ahead, due, last, recent)
+        return IdleMouth(ahead, due, last, recent, after_silence)
 
     @property
     def relaxation(self) -> float:

@@ -232,8 +232,9 @@ def _stepped(motion, state, mfcc, fail_at=None):
 def test_each_frame_shows_the_idle_share_the_evaluation_gives_it(engine, avatar):
     """The server's idle state is stepped with the encoder's lookahead; frame k's landmarks
     carry exactly the relaxation ``audio_relaxation`` gives frame k (which the lip-sync
-    evaluation uses for its targets), not a neighbour's. A step that fails writes none of the
-    session's state, and the stream then goes on exactly as if it had not failed."""
+    evaluation uses for its targets), not a neighbour's. A step that fails before the controls
+    move on (here: in them) writes none of the session's state, and the stream then goes on
+    exactly as if it had not failed."""
     from spacelive.audio import offline_mfcc
     from spacelive.controls import ControlUpdate
     from spacelive.idle import audio_relaxation

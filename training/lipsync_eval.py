@@ -14,6 +14,7 @@ fitted on training data.
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -120,14 +121,25 @@ def silence_drift(motion: MotionModel, avatar: Avatar, seconds: float = 3.0) -> 
     return float(inner_lip_gap(landmarks[-1:])[0] - inner_lip_gap(avatar.landmarks0[None])[0])
 
 
-def evaluate(
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """One evaluated utterance: landmarks (T, 110, 3) of the model, the teacher and the
+    energy baseline, frame for frame."""
+
+    predicted: np.ndarray
+    target: np.ndarray
+    baseline: np.ndarray
+
+
+def landmark_tracks(
     motion: MotionModel,
     avatar: Avatar,
     samples16k: np.ndarray,
     phones: list[Phone],
     fit: dict | None = None,
-) -> dict:
-    """Model and energy-baseline metrics for one utterance (16 kHz float audio).
+) -> Utterance:
+    """The model's streamed landmarks, the teacher's targets and the energy baseline for one
+    utterance (16 kHz float audio).
 
     Whether the portrait is idle (its parted lips part again) is the server's call from the
     audio (``spacelive.idle``), not lip sync: the teacher's targets and the baseline take it
@@ -139,10 +151,24 @@ def evaluate(
     tracks = articulation(phones, len(samples16k) / 16_000).values[:frames]
     idle = audio_relaxation(mfcc[:, 0], motion.lookahead)[:frames]
     target = landmarks_from_tracks(tracks, avatar.landmarks0, relaxation=idle[: len(tracks)])
-    predicted = stream_landmarks(motion, avatar, mfcc)[:frames]
-    baseline = energy_baseline(mfcc, avatar.landmarks0, fit, idle)[:frames]
+    return Utterance(
+        predicted=stream_landmarks(motion, avatar, mfcc)[:frames],
+        target=target[:frames],
+        baseline=energy_baseline(mfcc, avatar.landmarks0, fit, idle)[:frames],
+    )
+
+
+def evaluate(
+    motion: MotionModel,
+    avatar: Avatar,
+    samples16k: np.ndarray,
+    phones: list[Phone],
+    fit: dict | None = None,
+) -> dict:
+    """Model and energy-baseline metrics for one utterance (``landmark_tracks``)."""
+    u = landmark_tracks(motion, avatar, samples16k, phones, fit)
     return {
-        "model": metrics(predicted, target[:frames]),
-        "energy_baseline": metrics(baseline, target[:frames]),
-        "frames": frames,
+        "model": metrics(u.predicted, u.target),
+        "energy_baseline": metrics(u.baseline, u.target),
+        "frames": len(u.target),
     }

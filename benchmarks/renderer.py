@@ -1,6 +1,6 @@
 """Renderer speed on one core: ms per 512x512 frame across a realistic command sweep.
 
-    python benchmarks/renderer.py [--frames 300] [--portrait astronaut]
+    python benchmarks/renderer.py [--frames 300] [--portrait IMAGE] [--name renderer]
 
 Pins itself to one CPU and OpenCV to one thread and renders three sweeps with head rotation
 throughout: head motion alone; talking (plus mouth openings); and every layer at once (plus
@@ -108,6 +108,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--portrait", default=str(DEFAULT_PORTRAIT))
+    parser.add_argument("--name", default="renderer", help="results file name (without .json)")
     args = parser.parse_args()
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     cv2.setNumThreads(1)
@@ -173,7 +174,7 @@ def main() -> int:
         "onnx_twin_cpu_provider": twin,
         "target_ms": 5.0,
     }
-    write_result("renderer", result)
+    write_result(args.name, result)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -12,8 +12,9 @@ the whole frame with the same weights, which are zero outside those boxes.
 Inputs (batch B; shapes as ``WarpRenderer.frame_inputs`` documents them):
 ``image``, ``clean`` (B, 512, 512, 3) uint8; ``coarse`` (B, 66, 66, 2); ``mouth_frames``
 (B, 2, 5); ``mouth_tables`` (B, 2, 4, 512); ``mouth_moved`` (B, 1); ``teeth`` (B, 4);
-``eye_frames`` (B, 2, 2, 5); ``eye_tables`` (B, 2, 2, 2, 512); ``irises`` (B, 2, 3, 2);
-``eye_moved``, ``iris_moved`` (B, 2). Output ``frame`` (B, 512, 512, 3) uint8.
+``teeth_texture`` (B, 2, 64, 192, 4); ``mouth_colours`` (B, 3, 3); ``eye_frames``
+(B, 2, 2, 5); ``eye_tables`` (B, 2, 2, 2, 512); ``irises`` (B, 2, 3, 2); ``eye_moved``,
+``iris_moved`` (B, 2). Output ``frame`` (B, 512, 512, 3) uint8.
 """
 
 from pathlib import Path
@@ -24,14 +25,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from spacelive import FRAME_SIZE
+from spacelive import mouth_look as look
 from spacelive.face_model import face_model
 from spacelive.renderer import (
     _PROFILE_SAMPLES,
-    _SEAM_SHADE,
-    CAVITY_RGB,
     GRID,
     LASH_WIDTH,
     LID_BAND,
+    LIP_INSET_PX,
     LOWER_LID_BAND,
     MOUTH_BAND,
     SEAM_FADE,
@@ -46,6 +47,8 @@ INPUTS = (
     "mouth_tables",
     "mouth_moved",
     "teeth",
+    "teeth_texture",
+    "mouth_colours",
     "eye_frames",
     "eye_tables",
     "irises",
@@ -90,12 +93,12 @@ def _blend(sample: torch.Tensor, weight: torch.Tensor, tx: torch.Tensor, ty: tor
     return sample + weight[..., None] * (target - sample)
 
 
-class RendererGraph(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("seam_shade", torch.from_numpy(_SEAM_SHADE.copy()))
-        self.register_buffer("cavity", torch.tensor(CAVITY_RGB, dtype=torch.float32))
+def _smoothstep(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    t = torch.clamp((x - lo) / (hi - lo), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
 
+
+class RendererGraph(nn.Module):
     def forward(
         self,
         image,
@@ -105,6 +108,8 @@ class RendererGraph(nn.Module):
         mouth_tables,
         mouth_moved,
         teeth,
+        teeth_texture,
+        mouth_colours,
         eye_frames,
         eye_tables,
         irises,
@@ -121,7 +126,15 @@ class RendererGraph(nn.Module):
         x_full, y_full = x_full.expand(batch, -1, -1), y_full.expand(batch, -1, -1)
 
         sample, mouth_rgb, mouth_alpha = self._mouth(
-            sample, source, full, mouth_frames, mouth_tables, mouth_moved, teeth
+            sample,
+            source,
+            full,
+            mouth_frames,
+            mouth_tables,
+            mouth_moved,
+            teeth,
+            teeth_texture,
+            mouth_colours,
         )
         paints = [(mouth_rgb, mouth_alpha)]
         for e in range(2):
@@ -153,7 +166,7 @@ class RendererGraph(nn.Module):
         )
         return full[:, :, cell:-cell, cell:-cell].permute(0, 2, 3, 1)
 
-    def _mouth(self, sample, source, full, frames, tables, moved, teeth):
+    def _mouth(self, sample, source, full, frames, tables, moved, teeth, texture, colours):
         batch = sample.shape[0]
         f_src, f_drv = frames[:, 0], frames[:, 1]
         half_px = f_drv[:, 4, None, None]
@@ -170,28 +183,35 @@ class RendererGraph(nn.Module):
         ol_d = torch.maximum(ol_d, il_d + 1)
         top = torch.minimum(ou_d, ou_s) - band
         bottom = torch.maximum(ol_d, ol_s) + band
+        inset = LIP_INSET_PX * torch.maximum(
+            torch.clamp((il_d - iu_d) / 2.0, 0.0, 1.0), torch.clamp((il_s - iu_s) / 4.0, 0.0, 1.0)
+        )
         v_src = bottom - (bottom - v) * (bottom - ol_s) / torch.clamp(bottom - ol_d, min=1e-3)
-        v_src = torch.where(v < ol_d, il_s + (v - il_d) * (ol_s - il_s) / (ol_d - il_d), v_src)
+        lower_edge, upper_edge = il_s + inset, iu_s - inset
+        lower_lip = lower_edge + (v - il_d) * (ol_s - lower_edge) / (ol_d - il_d)
+        v_src = torch.where(v < ol_d, lower_lip, v_src)
         v_src = torch.where(v < il_d, iu_s, v_src)
-        v_src = torch.where(v < iu_d, ou_s + (v - ou_d) * (iu_s - ou_s) / (iu_d - ou_d), v_src)
+        upper_lip = ou_s + (v - ou_d) * (upper_edge - ou_s) / (iu_d - ou_d)
+        v_src = torch.where(v < iu_d, upper_lip, v_src)
         above = top + (v - top) * (ou_s - top) / torch.clamp(ou_d - top, min=1e-3)
         v_src = torch.where(v < ou_d, above, v_src)
         tx, ty = _pixels(f_src, u, v_src)
-        inside_v = torch.clamp(torch.minimum(v - top, bottom - v) / band, 0.0, 1.0)
-        inside_u = torch.clamp((1.08 - u.abs()) / 0.12, 0.0, 1.0)
-        halves = torch.stack(
-            [tx, ty, inside_v * inside_u, v - iu_d, il_d - v, u, iu_s, il_s], dim=1
+        inside_v = torch.clamp(
+            torch.minimum((v - top) / (ou_d - top), (bottom - v) / (bottom - ol_d)), 0.0, 1.0
         )
-        tx, ty, weight, from_upper, from_lower, u, iu_s, il_s = F.interpolate(
+        inside_u = torch.clamp((1.22 - u.abs()) / 0.22, 0.0, 1.0)
+        halves = torch.stack(
+            [tx, ty, inside_v * inside_u, v - iu_d, il_d - v, u, v, iu_s, il_s], dim=1
+        )
+        tx, ty, weight, from_upper, from_lower, u, v, iu_s, il_s = F.interpolate(
             halves, scale_factor=2, mode="bilinear", align_corners=False
         ).unbind(1)
         gate = moved[:, :1, None]
         sample = _blend(sample, weight * gate, tx, ty)
 
-        seam = torch.clamp((1.0 - u.abs()) / SEAM_FADE, 0.0, 1.0)
-        alpha = torch.clamp(torch.minimum(from_upper, from_lower) + seam, 0.0, 1.0)
-        alpha = alpha * torch.clamp((1.0 - u.abs()) * half_px + 0.5, 0.0, 1.0) * gate
-        rgb = self._interior(u, from_upper, from_lower, half_px, teeth[:, :3])
+        alpha = torch.clamp(torch.minimum(from_upper, from_lower) / look.EDGE_PX + 0.5, 0.0, 1.0)
+        alpha = alpha * torch.clamp((1.0 - u.abs()) / SEAM_FADE, 0.0, 1.0) * gate
+        rgb = self._interior(texture, colours, teeth, u, v, from_upper, from_lower, half_px)
         # The portrait's own teeth, where its opening shows them at the same depth.
         scale = f_src[:, 4, None, None] / half_px
         depth_up, depth_down = iu_s + from_upper * scale, il_s - from_lower * scale
@@ -199,32 +219,53 @@ class RendererGraph(nn.Module):
         use_lower = (depth_down > iu_s + 1.0) & ~use_upper & (from_lower < from_upper)
         use = (use_upper | use_lower) & (teeth[:, 3, None, None] > 0.5)
         sx, sy = _pixels(f_src, u, torch.where(use_upper, depth_up, depth_down))
-        rgb = torch.where(use[:, None], _sample(source, sx, sy), rgb)
+        shown = _smoothstep(
+            (from_upper + from_lower) / teeth[:, 2, None, None], look.SLIGHT_EW, look.TEETH_EW
+        )
+        rgb = torch.where(use[:, None], rgb + shown[:, None] * (_sample(source, sx, sy) - rgb), rgb)
         return sample, rgb, alpha
 
-    def _interior(self, u, from_upper, from_lower, half, teeth_rgb):
-        """(B, 3, H, W) mouth-interior colours, as ``renderer._mouth_interior``."""
+    @staticmethod
+    def _interior(texture, colours, geometry, u, v, from_upper, from_lower, half):
+        """(B, 3, H, W) mouth-interior colours, as ``mouth_look.paint``."""
+        upper_edge, lower_edge, eye_width = (geometry[:, i, None, None] for i in range(3))
         opening = from_upper + from_lower
-        au = u.abs()
-        corner_shade = torch.clamp(1.0 - 0.45 * au * au, 0.3, 1.0)
-        upper_height = torch.minimum(0.3 * half, 0.5 * opening)
-        lower_height = torch.minimum(0.22 * half, 0.25 * opening)
-        upper = (from_upper < upper_height) & (au < 0.8)
-        lower = (from_lower < lower_height) & (au < 0.62) & ~upper
-        seam_index = torch.clamp((au * 255).long(), max=255)
-        shade = corner_shade * self.seam_shade[seam_index]
-        up_ratio = torch.clamp(from_upper / torch.clamp(upper_height, min=1.0), 0.0, 1.0)
-        lo_ratio = torch.clamp(from_lower / torch.clamp(lower_height, min=1.0), 0.0, 1.0)
-        shade_up = shade * (1.0 - 0.12 * up_ratio)
-        shade_lo = shade * (0.9 - 0.15 * lo_ratio)
+        wide = opening / eye_width
+        au2 = u * u
         depth = torch.clamp(
             torch.minimum(from_upper, from_lower) / torch.clamp(0.5 * opening, min=1.0), 0.0, 1.0
         )
-        shade_cavity = corner_shade * (1.0 - 0.5 * depth)
-        teeth = teeth_rgb[:, :, None, None]
-        rgb = self.cavity[None, :, None, None] * shade_cavity[:, None]
-        rgb = torch.where(upper[:, None], teeth * shade_up[:, None], rgb)
-        return torch.where(lower[:, None], teeth * shade_lo[:, None], rgb)
+        cavity_rgb, tongue_rgb, line_rgb = (colours[:, i, :, None, None] for i in range(3))
+        corner = torch.clamp(1 - 0.4 * au2, 0.4, 1.0)
+        cavity = cavity_rgb * ((1 - 0.45 * depth) * corner)[:, None]
+        rgb = line_rgb + _smoothstep(wide, 0.0, 0.06)[:, None] * (cavity - line_rgb)
+        tongue_top = from_upper - 0.55 * opening * (1 + 0.6 * au2)
+        tongue = torch.clamp(tongue_top / 2 + 0.5, 0.0, 1.0) * _smoothstep(wide, *look.TONGUE_EW)
+        rgb = rgb + tongue[:, None] * (tongue_rgb * (1 - 0.35 * depth)[:, None] - rgb)
+        teeth_in = _smoothstep(wide, look.SLIGHT_EW, look.TEETH_EW)
+        step = look.TEXTURE_DEPTH / (look.TEXTURE_ROWS - 1 - look.TEXTURE_LEAD)
+        rows = (
+            (1, lower_edge, look.ARCH[1], 1.0),
+            (0, upper_edge, look.ARCH[0], -1.0),
+        )
+        for row, edge, arch, sign in rows:
+            beyond = sign * (v - (edge + sign * arch * half * au2)) / half
+            # Texel coordinates as ``mouth_look.texel``, normalized for grid_sample.
+            gx = u
+            gy = (beyond / step + look.TEXTURE_LEAD) * (2.0 / (look.TEXTURE_ROWS - 1)) - 1.0
+            sample = F.grid_sample(
+                texture[:, row].permute(0, 3, 1, 2),
+                torch.stack([gx, gy], dim=-1),
+                mode="bilinear",
+                padding_mode="border",
+                align_corners=True,
+            )
+            alpha = (sample[:, 3] * teeth_in)[:, None]
+            rgb = rgb + alpha * (sample[:, :3] - rgb)
+        shadow = 1 - look.LIP_SHADOW[0] * torch.exp(
+            -torch.clamp(from_upper, min=0.0) / (look.LIP_SHADOW[1] * half)
+        )
+        return rgb * shadow[:, None]
 
     @staticmethod
     def _eye(sample, source, clean, x, y, frames, tables, iris, moved, iris_moved):

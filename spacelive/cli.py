@@ -170,8 +170,12 @@ def _cmd_eval_render(args) -> int:
         portraits = {
             p: (portraits[p] if p in portraits else Path(p).read_bytes()) for p in args.portrait
         }
+    from spacelive.audio import read_speech
+    from spacelive.control_checks import held_out_speech
+
+    speech = read_speech(Path(args.audio)) if args.audio else held_out_speech(args.seconds)
     motion = Engine(_engine_config(args)).motion
-    out = evaluate(portraits, motion)
+    out = evaluate(portraits, motion, speech)
     report = out["report"]
     for portrait, checks in report["portraits"].items():
         for check, result in checks.items():
@@ -185,6 +189,8 @@ def _cmd_eval_render(args) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         for portrait, sheet in out["sheets"].items():
             Image.fromarray(sheet).save(folder / f"render_checks_{Path(portrait).stem}.png")
+        for portrait, sheet in out["mouth_sheets"].items():
+            Image.fromarray(sheet).save(folder / f"mouth_{Path(portrait).stem}.png")
     print("all checks passed" if report["passed"] else "some checks FAILED")
     return 0 if report["passed"] else 1
 
@@ -693,6 +699,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="astronaut, grace_hopper, barack_obama, ada_lovelace or an image path "
         "(repeatable; default: all)",
+    )
+    eval_render.add_argument(
+        "--audio", help="speech for the mouth measures (default: held-out synthetic voices)"
+    )
+    eval_render.add_argument(
+        "--seconds", type=float, default=8.0, help="length of the default held-out speech"
     )
     engine_options(eval_render)
     eval_render.set_defaults(run=_cmd_eval_render)

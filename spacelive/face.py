@@ -30,7 +30,10 @@ MIN_PORTRAIT_SIDE = 64
 FACE_FRACTION = 0.45
 """The face (mesh bounding box, widest side) spans this fraction of the crop."""
 OUTSIDE_BLUR = 0.025
-"""Blur (Gaussian sigma, in frame widths) of the crop where it reaches beyond the photo."""
+"""Blur (Gaussian sigma, in frame widths) of the crop far beyond the photo's edge."""
+OUTSIDE_FOCUS_PX = 48
+"""Beyond the photo, the mirrored fill goes from slightly to fully out of focus over this many
+crop pixels from its edge."""
 
 # Symmetric mesh pairs (subject's right, left) that define the face's x axis.
 _SYMMETRIC_PAIRS = np.array([(33, 263), (133, 362), (234, 454), (61, 291), (127, 356), (70, 300)])
@@ -340,8 +343,9 @@ def crop_around_face(
     """The square 512x512 crop centred on the face, the face's widest side face_fraction of it.
 
     Returns (crop (512, 512, 3) uint8, affine (2, 3) from image to crop pixels). Outside the
-    photo, its edge pixels are replicated and blurred out of focus (replicated alone, they
-    drew streaks of whatever touched the edge).
+    photo, the photo continues as its mirror image at the edge, going out of focus with the
+    distance from it: it carries on the background's texture and light, where replicated edge
+    pixels drew streaks or smeared bands of whatever touched the edge.
     """
     lo, hi = mesh[:, :2].min(axis=0), mesh[:, :2].max(axis=0)
     centre = (lo + hi) / 2
@@ -357,7 +361,11 @@ def crop_around_face(
     )
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
     crop = cv2.warpAffine(
-        rgb, affine, (FRAME_SIZE, FRAME_SIZE), flags=interpolation, borderMode=cv2.BORDER_REPLICATE
+        rgb,
+        affine,
+        (FRAME_SIZE, FRAME_SIZE),
+        flags=interpolation,
+        borderMode=cv2.BORDER_REFLECT_101,
     )
     # How much of each crop pixel the photo covers, as bilinear sampling sees it: 1 within,
     # falling to 0 over the source pixel beyond each edge. The affine only scales and shifts,
@@ -369,8 +377,14 @@ def crop_around_face(
     rows = np.clip(np.minimum(y + 1, height - y), 0.0, 1.0)
     inside = np.outer(rows, columns).astype(np.float32)
     if inside.min() < 1.0:
-        soft = cv2.GaussianBlur(crop, (0, 0), OUTSIDE_BLUR * FRAME_SIZE)
-        # Fading from sharp 12 px within the photo's edge to fully blurred 12 px beyond.
+        near = cv2.GaussianBlur(crop, (0, 0), 3.0).astype(np.float32)
+        far = cv2.GaussianBlur(crop, (0, 0), OUTSIDE_BLUR * FRAME_SIZE).astype(np.float32)
+        beyond_x = np.maximum(np.maximum(-x, x - (width - 1)), 0.0) * scale
+        beyond_y = np.maximum(np.maximum(-y, y - (height - 1)), 0.0) * scale
+        distance = np.hypot(beyond_y[:, None], beyond_x[None, :])
+        focus = np.clip(distance / OUTSIDE_FOCUS_PX, 0.0, 1.0).astype(np.float32)[..., None]
+        soft = near + focus * (far - near)
+        # Fading from sharp 12 px within the photo's edge to the fill 12 px beyond.
         outside = (1.0 - cv2.blur(inside, (25, 25)))[..., None]
-        crop = (crop + outside * (soft.astype(np.float32) - crop)).round().astype(np.uint8)
+        crop = (crop + outside * (soft - crop)).round().astype(np.uint8)
     return crop, affine

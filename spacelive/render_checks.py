@@ -7,7 +7,10 @@ the rendered frames, and compares what it finds with what was commanded:
 * mouth: an opening sweep closed -> wide -> closed -> inner-lip gap correlation and MAE;
 * blink: a commanded blink -> eye aspect ratio at the closed frame over the open one;
 * gaze: iris offsets left, right, up, down -> re-detected iris shift over the commanded one;
-* pose: yaw, pitch and roll sweeps within +-15 degrees -> RMS error of the re-fitted pose.
+* pose: yaw, pitch and roll sweeps within +-15 degrees -> RMS error of the re-fitted pose;
+* speech_mouth: speech through the motion stages -> the mouth's believability on every frame
+  (``mouth_checks``: opening range, seam between closed lips, teeth colour against the sclera,
+  cavity darkness, an outline ring), with mouth crops at rest, slight, medium and wide openings.
 """
 
 import io
@@ -18,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from spacelive import mouth_checks
 from spacelive.face import Avatar, FaceAnalyzer, crop_to_pixels, fit_head_pose, pixels_to_crop
-from spacelive.landmarks import LEFT_IRIS, RIGHT_IRIS
+from spacelive.landmarks import LEFT_IRIS, MOUTH_CORNERS, RIGHT_IRIS
 from spacelive.renderer import WarpRenderer
 from spacelive.rig import FaceCommand, FaceRig, inner_lip_gap
 from spacelive.sheet import contact_sheet
@@ -84,6 +88,7 @@ class RenderChecker:
         self.rig = FaceRig(avatar.mesh_px, avatar.pose)
         self.reference = self._detect(avatar.image, "the portrait")
         self.frames: dict[str, np.ndarray] = {"source": avatar.image}
+        self.mouth_frames: dict[str, np.ndarray] = {}
 
     def _detect(self, frame: np.ndarray, what: str) -> np.ndarray:
         mesh = self.analyzer.mesh(frame)
@@ -222,16 +227,62 @@ class RenderChecker:
             passed &= rms <= THRESHOLDS["pose_rms_deg"]
         return CheckResult("pose", passed, figures, detail)
 
-    def run_all(self, motion=None) -> list[CheckResult]:
-        return run_checks(
+    def speech_mouth(self, motion, speech16k: np.ndarray) -> CheckResult:
+        """Speech through the motion stages, every frame rendered and re-detected: the
+        ``mouth_checks`` figures against their targets. Keeps mouth crops at rest and at
+        slight, medium and wide re-detected openings for ``mouth_sheet``."""
+        from spacelive.audio import offline_mfcc
+        from spacelive.controls import ControlUpdate
+
+        state = motion.new_state(self.avatar, ControlUpdate())
+        sclera = mouth_checks.sclera_lab(self.avatar.image, self.reference)
+        measured, frames = [], []
+        for m in motion.run(state, offline_mfcc(speech16k)):
+            frame = self.renderer.render(self.source, crop_to_pixels(m.keypoints))
+            mesh = self.analyzer.mesh(frame)
+            measured.append(None if mesh is None else mouth_checks.measure(frame, mesh, sclera))
+            frames.append((frame, mesh))
+        figures = mouth_checks.summarize(measured)
+        self._keep_mouth_crops(frames, measured)
+        return CheckResult(
+            "speech_mouth",
+            mouth_checks.verdict(figures),
+            figures,
             {
-                "rest": lambda: self.rest(motion),
-                "mouth": self.mouth,
-                "blink": self.blink,
-                "gaze": self.gaze,
-                "pose": self.pose,
-            }
+                "targets": mouth_checks.TARGETS,
+                "sclera_lab": None if sclera is None else [round(float(c), 2) for c in sclera],
+            },
         )
+
+    def _keep_mouth_crops(self, frames, measured) -> None:
+        found = [i for i, m in enumerate(measured) if m is not None]
+        if not found:
+            return
+        opening = np.array([measured[i].opening_ew for i in found])
+        picks = {"rest": found[0]}
+        for label, target in (("slight", 0.05), ("medium", 0.15)):
+            picks[label] = found[int(np.argmin(np.abs(opening - target)))]
+        picks["wide"] = found[int(np.argmax(opening))]
+        corners = self.avatar.mesh_px[list(MOUTH_CORNERS), :2]
+        side = int(np.clip(1.6 * np.linalg.norm(corners[1] - corners[0]), 48, 512))
+        x0, y0 = np.clip(np.round(corners.mean(axis=0) - side / 2), 0, 512 - side).astype(int)
+        x1, y1 = x0 + side, y0 + side
+        for label, i in picks.items():
+            frame, _ = frames[i]
+            title = f"{label} {measured[i].opening_ew:.3f} ew"
+            self.mouth_frames[title] = np.ascontiguousarray(frame[y0:y1, x0:x1])
+
+    def run_all(self, motion=None, speech16k: np.ndarray | None = None) -> list[CheckResult]:
+        checks = {
+            "rest": lambda: self.rest(motion),
+            "mouth": self.mouth,
+            "blink": self.blink,
+            "gaze": self.gaze,
+            "pose": self.pose,
+        }
+        if motion is not None and speech16k is not None:
+            checks["speech_mouth"] = lambda: self.speech_mouth(motion, speech16k)
+        return run_checks(checks)
 
 
 def run_checks(checks: dict[str, Callable[[], CheckResult]]) -> list[CheckResult]:
@@ -269,20 +320,23 @@ def standard_portraits() -> dict[str, bytes]:
     }
 
 
-def evaluate(portraits: dict[str, bytes], motion=None) -> dict:
+def evaluate(portraits: dict[str, bytes], motion=None, speech16k: np.ndarray | None = None) -> dict:
     """Every check on every portrait: {portrait: {check: {passed, figures, detail}}} plus
-    thresholds and an overall verdict; also the contact-sheet frames per portrait."""
+    thresholds and an overall verdict; also the contact sheets per portrait (``sheets``: the
+    checks' frames, ``mouth_sheets``: the mouth crops of the speech check)."""
     analyzer = FaceAnalyzer()
     report: dict = {"thresholds": THRESHOLDS, "portraits": {}}
-    sheets = {}
+    sheets, mouth_sheets = {}, {}
     for name, data in portraits.items():
         checker = RenderChecker(analyzer, analyzer.analyze(data))
-        results = checker.run_all(motion)
+        results = checker.run_all(motion, speech16k)
         report["portraits"][name] = {
             r.name: {"passed": r.passed, "figures": r.figures, "detail": r.detail} for r in results
         }
         sheets[name] = contact_sheet(checker.frames)
+        if checker.mouth_frames:
+            mouth_sheets[name] = contact_sheet(checker.mouth_frames, columns=4, size=320)
     report["passed"] = all(
         check["passed"] for checks in report["portraits"].values() for check in checks.values()
     )
-    return {"report": report, "sheets": sheets}
+    return {"report": report, "sheets": sheets, "mouth_sheets": mouth_sheets}

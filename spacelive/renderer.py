@@ -11,9 +11,11 @@ A keypoint-driven backward warp with synthesized content where a warp cannot inv
 2. **Mouth.** In the mouth's own frame (corner to corner), each column maps the driving
    lips onto the source lips piecewise-linearly: the upper lip onto the upper lip, the lower
    onto the lower, so closing an open mouth brings the lips together and never drags teeth
-   over them. Between the inner lips the renderer paints the mouth interior: a dark cavity
-   with upper and lower teeth in proportion to the opening (the portrait's own teeth where
-   its mouth shows them).
+   over them. The driving lips keep their own thickness within bounds (a model's lip that
+   strays is not stretched into a wedge), and their inner edges leave the dark line between
+   a closed portrait's lips behind as they part, so no outline rings the opening. Between the
+   inner lips the renderer paints the mouth interior made from the photo itself
+   (``mouth_look``), with a soft edge; a portrait that shows its teeth keeps its own.
 3. **Eyes.** The same column mapping for the lids: the skin above the eye slides down with
    the upper lid and covers the eyeball, which itself does not move with the lid. The
    opening is painted with the iris-free eyeball and the iris at its driving position.
@@ -33,7 +35,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from spacelive import FRAME_SIZE
+from spacelive import FRAME_SIZE, mouth_look
 from spacelive.landmarks import (
     EYES,
     LOWER_INNER_LIP,
@@ -61,10 +63,14 @@ REST_TOLERANCE_PX = 0.25
 """A mouth or eye whose contours are within this of the portrait's, in the feature's own
 frame, is at rest: the global warp renders it exactly and its layer is skipped."""
 MOUTH_BAND = 0.25
-SEAM_FADE = 0.15
-"""The dark seam between closed lips fades out over this much of the mouth's half-width at
-each corner; drawn to the very corner it showed as dark ticks beyond a smile."""
 """Skin above and below the lips that the mouth layer re-maps, in mouth half-widths."""
+SEAM_FADE = 0.15
+"""The dark line between closed lips fades out over this much of the mouth's half-width at
+each corner; drawn to the very corner it showed as dark ticks beyond a smile."""
+LIP_THICKNESS = (0.7, 1.3)
+"""A driving lip's thickness is held within these multiples of the portrait's (plus a pixel)."""
+LIP_INSET_PX = 1.5
+"""How far a parting lip's inner edge samples away from a closed portrait's meeting line."""
 LID_BAND, LOWER_LID_BAND = 1.2, 0.35
 """Skin above and below the eye opening that the eye layer re-maps, in eye half-widths."""
 LASH_WIDTH = 0.1
@@ -79,15 +85,6 @@ _LAYERED = sorted(
     | {i for _, upper, lower, iris in EYES for i in upper[1:-1] + lower[1:-1] + iris}
 )
 _GLOBAL = np.setdiff1d(np.arange(478), _LAYERED)
-
-CAVITY_RGB = np.array([52.0, 20.0, 22.0])
-DEFAULT_TEETH_RGB = np.array([214.0, 205.0, 190.0])
-_TOOTH_EDGES = np.array([0.0, 0.17, 0.33, 0.47, 0.59, 0.70, 0.80])
-_SEAM_SHADE = np.where(
-    np.abs(np.interp(np.linspace(0, 1, 256), _TOOTH_EDGES, np.arange(7.0)) % 1.0 - 0.5) > 0.44,
-    0.86,
-    1.0,
-).astype(np.float32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,9 +186,9 @@ class RenderSource:
     clean: np.ndarray  # (512, 512, 3) uint8: the source with its irises painted out
     kp_source_px: np.ndarray  # (478, 3) float32
     sigma_px: float
-    teeth_rgb: np.ndarray  # (3,) float32
     shows_teeth: bool  # the portrait's own teeth can be reused
     features: dict[str, _SourceFeature]
+    mouth: mouth_look.MouthLook
 
 
 class Renderer(Protocol):
@@ -237,15 +234,18 @@ class WarpRenderer:
             cv2.fillPoly(opening, [np.round(contour).astype(np.int32)], 255)
         irises &= cv2.dilate(opening, np.ones((3, 3), np.uint8))
         clean = cv2.inpaint(image, irises, 5, cv2.INPAINT_TELEA) if irises.any() else image
-        teeth = _teeth_colour(image, kp)
+        features = _source_features(image, kp)
+        frame = features["mouth"].frame
         return RenderSource(
             image=image,
             clean=clean,
             kp_source_px=kp,
             sigma_px=SIGMA_FACE_FRACTION * face_size,
-            teeth_rgb=(DEFAULT_TEETH_RGB if teeth is None else teeth).astype(np.float32),
-            shows_teeth=teeth is not None,
-            features=_source_features(image, kp),
+            shows_teeth=_shows_teeth(image, kp),
+            features=features,
+            mouth=mouth_look.analyse(
+                image, kp, frame.half, lambda p: frame.local(p[:, 0], p[:, 1])[1]
+            ),
         )
 
     def sample_map(self, source: RenderSource, kp_driving_px: np.ndarray) -> np.ndarray:
@@ -400,7 +400,7 @@ class WarpRenderer:
         driving = np.asarray(kp_driving_px, dtype=np.float32)
         mouth = source.features["mouth"]
         f_drv = _Frame.between(driving[MOUTH_CORNERS[0]], driving[MOUTH_CORNERS[1]])
-        mouth_tables = _profile_tables(f_drv, [driving[c] for c in _LIPS])
+        mouth_tables = _driving_lips(mouth, f_drv, driving)
         mouth_moved = _contours_moved(mouth, f_drv, mouth_tables)
         eye_frames, eye_tables, irises, eye_moved, iris_moved = [], [], [], [], []
         for name, upper, lower, iris in EYES:
@@ -421,7 +421,9 @@ class WarpRenderer:
             "mouth_frames": f32([mouth.frame.astuple(), f_drv.astuple()]),
             "mouth_tables": f32([mouth.tables, mouth_tables]),
             "mouth_moved": f32([float(mouth_moved)]),
-            "teeth": f32([*source.teeth_rgb, float(source.shows_teeth)]),
+            "teeth": f32([*_teeth_geometry(source, f_drv, driving), float(source.shows_teeth)]),
+            "teeth_texture": f32(source.mouth.texture),
+            "mouth_colours": f32(source.mouth.colours),
             "eye_frames": f32(eye_frames),
             "eye_tables": f32(eye_tables),
             "irises": f32(irises),
@@ -469,7 +471,7 @@ class WarpRenderer:
         found = self._roi(driving[UPPER_OUTER_LIP + LOWER_OUTER_LIP], _mouth_margin(f_drv))
         if found is None:
             return None
-        drv_tables = _profile_tables(f_drv, [driving[c] for c in _LIPS])
+        drv_tables = _driving_lips(feature, f_drv, driving)
         if not _contours_moved(feature, f_drv, drv_tables):
             return None  # lips where they were in the mouth's frame: the global warp is exact
         box, _, _, hx, hy = found
@@ -484,43 +486,54 @@ class WarpRenderer:
         ol_d = np.maximum(ol_d, il_d + 1)
         top = np.minimum(ou_d, ou_s) - band
         bottom = np.maximum(ol_d, ol_s) + band
+        inset = _lip_inset(il_d - iu_d, il_s - iu_s)
         v_src = bottom - (bottom - v) * (bottom - ol_s) / np.maximum(bottom - ol_d, 1e-3)
         lower_lip = v < ol_d
-        v_src[lower_lip] = (il_s + (v - il_d) * (ol_s - il_s) / (ol_d - il_d))[lower_lip]
+        lower_edge = il_s + inset
+        v_src[lower_lip] = (lower_edge + (v - il_d) * (ol_s - lower_edge) / (ol_d - il_d))[
+            lower_lip
+        ]
         interior = v < il_d
         v_src[interior] = iu_s[interior]  # painted over; sample the lip edge under it
         upper_lip = v < iu_d
-        v_src[upper_lip] = (ou_s + (v - ou_d) * (iu_s - ou_s) / (iu_d - ou_d))[upper_lip]
+        upper_edge = iu_s - inset
+        v_src[upper_lip] = (ou_s + (v - ou_d) * (upper_edge - ou_s) / (iu_d - ou_d))[upper_lip]
         above = v < ou_d
         v_src[above] = (top + (v - top) * (ou_s - top) / np.maximum(ou_d - top, 1e-3))[above]
         tx, ty = f_src.pixels(u, v_src)
-        # Full weight on the lips, fading to the global warp across the bands of skin.
-        inside_v = np.clip(np.minimum(v - top, bottom - v) / band, 0.0, 1.0)
-        inside_u = np.clip((1.08 - np.abs(u)) / 0.12, 0.0, 1.0)
-        tx, ty, weight, from_upper, from_lower, u, iu_s, il_s = self._upsample(
-            box, tx, ty, inside_v * inside_u, v - iu_d, il_d - v, u, iu_s, il_s
+        # Full weight on the lips, fading to the global warp across the skin from each outer
+        # lip to the band's end, and beyond the corners.
+        inside_v = np.clip(
+            np.minimum((v - top) / (ou_d - top), (bottom - v) / (bottom - ol_d)), 0, 1
+        )
+        inside_u = np.clip((1.22 - np.abs(u)) / 0.22, 0.0, 1.0)
+        tx, ty, weight, from_upper, from_lower, u, v, iu_s, il_s = self._upsample(
+            box, tx, ty, inside_v * inside_u, v - iu_d, il_d - v, u, v, iu_s, il_s
         )
         self._blend(sample, box, weight, tx, ty)
 
-        # The interior, painted at full resolution between the inner lips.
-        # +1: closed lips keep a thin dark seam, which also hides where the upsampled map
-        # jumps from the upper to the lower lip.
-        # The seam fades out toward the corners, where the lips meet without one.
-        seam = np.clip((1.0 - np.abs(u)) / SEAM_FADE, 0.0, 1.0)
-        alpha = np.clip(np.minimum(from_upper, from_lower) + seam, 0.0, 1.0)
-        alpha *= np.clip((1.0 - np.abs(u)) * f_drv.half + 0.5, 0.0, 1.0)
+        # The interior, painted at full resolution between the inner lips with a soft edge;
+        # closed lips keep a faint dark line, which also hides where the upsampled map jumps
+        # from the upper to the lower lip. It fades out toward the corners, where the lips
+        # meet without one.
+        alpha = mouth_look.interior_alpha(from_upper, from_lower)
+        alpha *= np.clip((1.0 - np.abs(u)) / SEAM_FADE, 0.0, 1.0)
         inside = alpha > 0
         if not inside.any():
             return None
         rgb = np.zeros(u.shape + (3,), np.float32)
         fu, fl, ui = from_upper[inside], from_lower[inside], u[inside]
-        rgb[inside] = _mouth_interior(ui, fu, fl, fu + fl, f_drv.half, source.teeth_rgb)
+        geometry = _teeth_geometry(source, f_drv, driving)
+        rgb[inside] = mouth_look.paint(source.mouth, geometry, ui, v[inside], fu, fl, f_drv.half)
         if source.shows_teeth:
             own = self._own_teeth(source, ui, fu, fl, iu_s[inside], il_s[inside], f_src, f_drv)
             if own is not None:
                 use, colours = own
                 rows, cols = np.nonzero(inside)
-                rgb[rows[use], cols[use]] = colours
+                # Barely parted lips show a dark line, not the portrait's teeth.
+                shown = mouth_look.teeth_shown((fu + fl)[use] / geometry[2])[:, None]
+                painted = rgb[rows[use], cols[use]]
+                rgb[rows[use], cols[use]] = painted + shown * (colours - painted)
         return box, rgb, alpha
 
     @staticmethod
@@ -699,8 +712,48 @@ def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     ).astype(np.float32)
 
 
-def _teeth_colour(image: np.ndarray, kp: np.ndarray) -> np.ndarray | None:
-    """The portrait's own teeth colour where its mouth shows teeth, else None."""
+def _driving_lips(feature: _SourceFeature, f_drv: _Frame, driving: np.ndarray) -> np.ndarray:
+    """(4, _PROFILE_SAMPLES) driving lip profiles (outer upper, inner upper, inner lower, outer
+    lower) in the driving mouth's frame, each lip's thickness held within LIP_THICKNESS of the
+    portrait's (scaled): a lip point that strays from its lip (a model's, a transfer's) would
+    otherwise drag the lip into a wedge or fold it."""
+    ou, iu, il, ol = _profile_tables(f_drv, [driving[c] for c in _LIPS])
+    ou_s, iu_s, il_s, ol_s = feature.tables * (f_drv.half / feature.frame.half)
+    lo, hi = LIP_THICKNESS
+    iu = ou + np.clip(iu - ou, lo * (iu_s - ou_s), hi * (iu_s - ou_s) + 1.0)
+    il = ol - np.clip(ol - il, lo * (ol_s - il_s), hi * (ol_s - il_s) + 1.0)
+    return np.array([ou, iu, np.maximum(il, iu), ol], np.float32)
+
+
+def _lip_inset(gap_driving: np.ndarray, gap_source: np.ndarray) -> np.ndarray:
+    """(px) How far each parting lip's inner edge samples away from the portrait's inner
+    contour: where the portrait's lips meet, that contour is their dark meeting line, which
+    stretched open drew an outline around the opening; zero while they stay closed. Where the
+    portrait's mouth is open, its contour borders the teeth and the shaded rim, which closed
+    lips would show as a bright line: the whole way."""
+    return LIP_INSET_PX * np.maximum(
+        np.clip(gap_driving / 2.0, 0, 1), np.clip(gap_source / 4.0, 0, 1)
+    )
+
+
+def _teeth_geometry(source: RenderSource, f_drv: _Frame, driving: np.ndarray) -> np.ndarray:
+    """(3,) this frame's upper incisal edge (hung from the nose: the maxilla moves with the
+    head) and lower incisal edge (from the chin: it rides on the jaw), as v in the driving
+    mouth's frame (px), and the eye width (px), all scaled as the face is."""
+    look = source.mouth
+    eyes = float(np.linalg.norm(source.kp_source_px[263, :2] - source.kp_source_px[33, :2]))
+    scale = float(np.linalg.norm(driving[263, :2] - driving[33, :2])) / max(eyes, 1e-3)
+    _, nose = f_drv.local(driving[mouth_look.NOSE, 0], driving[mouth_look.NOSE, 1])
+    _, chin = f_drv.local(driving[mouth_look.CHIN, 0], driving[mouth_look.CHIN, 1])
+    upper = float(nose) + look.maxilla * scale
+    lower = float(chin) - look.jaw * scale
+    drop = max(lower - (upper - mouth_look.OVERBITE * f_drv.half), 0.0)
+    lower -= mouth_look.LOWER_SHOW * drop
+    return np.array([upper, lower, look.eye_width * scale], np.float32)
+
+
+def _shows_teeth(image: np.ndarray, kp: np.ndarray) -> bool:
+    """Whether the portrait's mouth shows teeth the renderer can reuse."""
     contour = np.concatenate([kp[UPPER_INNER_LIP, :2], kp[LOWER_INNER_LIP[::-1], :2]])
     mask = np.zeros(image.shape[:2], np.uint8)
     cv2.fillPoly(mask, [np.round(contour).astype(np.int32)], 255)
@@ -709,28 +762,5 @@ def _teeth_colour(image: np.ndarray, kp: np.ndarray) -> np.ndarray | None:
     if len(pixels) >= 30:
         brightness = pixels.mean(axis=1)
         bright = pixels[brightness > np.percentile(brightness, 60)]
-        if len(bright) and bright.mean() > 120 and np.ptp(bright.mean(axis=0)) < 60:
-            return bright.mean(axis=0)
-    return None
-
-
-def _mouth_interior(u, from_upper, from_lower, opening, half, teeth_rgb) -> np.ndarray:
-    """(n, 3) float32 colours of mouth-interior pixels: upper teeth below the upper lip, lower
-    teeth above the lower lip, a dark cavity between, shaded toward the corners and the back.
-    All arguments are (n,) per pixel but ``half`` and ``teeth_rgb``."""
-    au = np.abs(u)
-    corner_shade = np.clip(1.0 - 0.45 * au * au, 0.3, 1.0)
-    upper_height = np.minimum(0.3 * half, 0.5 * opening)
-    lower_height = np.minimum(0.22 * half, 0.25 * opening)
-    upper = (from_upper < upper_height) & (au < 0.8)
-    lower = (from_lower < lower_height) & (au < 0.62) & ~upper
-    # Tooth boundaries: a faint seam every tooth width, widest at the centre.
-    shade = corner_shade * np.take(_SEAM_SHADE, np.minimum((au * 255).astype(np.intp), 255))
-    shade_up = shade * (1.0 - 0.12 * np.clip(from_upper / np.maximum(upper_height, 1), 0, 1))
-    shade_lo = shade * (0.9 - 0.15 * np.clip(from_lower / np.maximum(lower_height, 1), 0, 1))
-    depth = np.clip(np.minimum(from_upper, from_lower) / np.maximum(0.5 * opening, 1), 0, 1)
-    shade_cavity = corner_shade * (1.0 - 0.5 * depth)
-    rgb = (CAVITY_RGB * shade_cavity[:, None]).astype(np.float32)
-    rgb[upper] = teeth_rgb * shade_up[upper][:, None]
-    rgb[lower] = teeth_rgb * shade_lo[lower][:, None]
-    return rgb
+        return bool(len(bright) and bright.mean() > 120 and np.ptp(bright.mean(axis=0)) < 60)
+    return False

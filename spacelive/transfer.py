@@ -10,7 +10,7 @@ lower than the corners, and a split at the corners' height dragged it down with 
 
 import numpy as np
 
-from spacelive.landmarks import LOWER_INNER_LIP, UPPER_INNER_LIP
+from spacelive.landmarks import LOWER_INNER_LIP, LOWER_OUTER_LIP, UPPER_INNER_LIP, UPPER_OUTER_LIP
 
 NEIGHBOURS = 4
 # Sparse (iBUG-68) points that move with the lower jaw.
@@ -26,6 +26,11 @@ class DenseTransfer:
         the face's normalized frontal frame); frontal: (478, 2+) each mesh point in the frontal
         frame (x right, y down), to split the mouth."""
         mesh_lower = frontal[:, 1] > _lip_parting(frontal)
+        # The lips' own contours are on their side by name: a closed mouth's detected inner
+        # lips can cross by a fraction of a pixel, and an upper lip taken for a lower one was
+        # dragged down with the jaw into a wedge.
+        mesh_lower[UPPER_INNER_LIP[1:-1] + UPPER_OUTER_LIP[1:-1]] = False
+        mesh_lower[LOWER_INNER_LIP[1:-1] + LOWER_OUTER_LIP[1:-1]] = True
         sparse_lower = np.array([i in _LOWER_SPARSE for i in range(len(sparse_source))])
         sparse_either = np.array([i in _CORNERS for i in range(len(sparse_source))])
         distance = np.linalg.norm(kp_source[:, None, :2] - sparse_source[None, :, :2], axis=-1)

@@ -96,9 +96,11 @@ def test_eval_render_writes_figures_and_fails_loudly(tmp_path, tiny_models):
     )
     report = json.loads(out.read_text())
     checks = report["portraits"]["astronaut"]
-    assert set(checks) == {"rest", "mouth", "blink", "gaze", "pose"}
+    assert set(checks) == {"rest", "mouth", "blink", "gaze", "pose", "speech_mouth"}
+    assert checks["speech_mouth"]["figures"]["frames"] == 240  # 8 s of held-out speech
     assert code == (0 if report["passed"] else 1)
     assert (tmp_path / "render_checks_astronaut.png").stat().st_size > 100_000
+    assert (tmp_path / "mouth_astronaut.png").stat().st_size > 50_000
 
 
 def test_a_frame_the_detector_cannot_find_fails_its_check_with_the_reason(checkers):

@@ -190,7 +190,7 @@ def _cmd_eval_render(args) -> int:
         for portrait, sheet in out["sheets"].items():
             Image.fromarray(sheet).save(folder / f"render_checks_{Path(portrait).stem}.png")
         for portrait, sheet in out["mouth_sheets"].items():
-            Image.fromarray(sheet).save(folder / f"mouth_{Path(portrait).stem}.png")
+            Image.fromarray(sheet).save(folder / f"mouth_{Path(portrait).stem}.jpg", quality=90)
     print("all checks passed" if report["passed"] else "some checks FAILED")
     return 0 if report["passed"] else 1
 

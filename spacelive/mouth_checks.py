@@ -23,17 +23,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from spacelive.landmarks import (
-    LOWER_INNER_LIP,
-    LOWER_LIP_CENTRE,
-    LOWER_OUTER_LIP,
-    UPPER_INNER_LIP,
-    UPPER_LIP_CENTRE,
-    UPPER_OUTER_LIP,
-)
-from spacelive.mouth_look import polygon_mask, sclera_lab, to_lab
-
-__all__ = ["sclera_lab", "to_lab"]  # the measures take the photo's white and Lab from there
+from spacelive.landmarks import LOWER_INNER_LIP, LOWER_OUTER_LIP, UPPER_INNER_LIP, UPPER_OUTER_LIP
+from spacelive.mouth_look import eye_width, polygon_mask, to_lab
+from spacelive.rig import inner_lip_gap
 
 CLOSED_EW = 0.04
 """A frame whose re-detected opening is below this (eye widths) counts as closed."""
@@ -47,18 +39,11 @@ TARGETS = {
     "teeth_da_min": -16.0,
 }
 _CHEEKS = (50, 280)
-_EYE_CORNERS = ((33, 133), (362, 263))
-
-
-def eye_width(mesh: np.ndarray) -> float:
-    """Mean corner-to-corner width of the two eyes, in the mesh's pixels."""
-    return float(np.mean([np.linalg.norm(mesh[a, :2] - mesh[b, :2]) for a, b in _EYE_CORNERS]))
 
 
 def opening_ew(mesh: np.ndarray) -> float:
     """Inner-lip gap at the centre, in eye widths."""
-    gap = np.linalg.norm(mesh[LOWER_LIP_CENTRE, :2] - mesh[UPPER_LIP_CENTRE, :2])
-    return float(gap / eye_width(mesh))
+    return inner_lip_gap(mesh) / eye_width(mesh)
 
 
 def interior_mask(shape, mesh: np.ndarray) -> np.ndarray:

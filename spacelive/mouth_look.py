@@ -146,6 +146,11 @@ def _grain_and_blur(image: np.ndarray, kp: np.ndarray) -> tuple[float, float]:
     return float(np.clip(grain, 0.0, 12.0)), float(np.clip(blur, 0.4, 3.0))
 
 
+def eye_width(mesh: np.ndarray) -> float:
+    """Mean corner-to-corner width of the two eyes, in the mesh's pixels."""
+    return float(np.mean([np.linalg.norm(mesh[u[0], :2] - mesh[u[-1], :2]) for _, u, _, _ in EYES]))
+
+
 def analyse(image: np.ndarray, kp: np.ndarray, mouth_half: float, v_of) -> MouthLook:
     """image: (512, 512, 3) uint8; kp: (478, 3) pixels; mouth_half: the mouth's half-width
     (px); v_of(points) -> their v (px) in the mouth's frame."""
@@ -184,15 +189,12 @@ def analyse(image: np.ndarray, kp: np.ndarray, mouth_half: float, v_of) -> Mouth
     # and its lower teeth sit just behind its lower lip.
     lower_edge = max(upper_edge - OVERBITE * mouth_half, lower_lip - 0.1 * mouth_half)
     nose, chin = v_of(kp[[NOSE, CHIN]])
-    eye_width = float(
-        np.mean([np.linalg.norm(kp[u[0], :2] - kp[u[-1], :2]) for _, u, _, _ in EYES])
-    )
     return MouthLook(
         texture=texture,
         colours=colours.astype(np.float32),
         maxilla=float(upper_edge - nose),
         jaw=float(chin - lower_edge),
-        eye_width=eye_width,
+        eye_width=eye_width(kp),
         grain=grain,
         blur=blur,
     )

@@ -24,6 +24,7 @@ import numpy as np
 from spacelive import mouth_checks
 from spacelive.face import Avatar, FaceAnalyzer, crop_to_pixels, fit_head_pose, pixels_to_crop
 from spacelive.landmarks import LEFT_IRIS, MOUTH_CORNERS, RIGHT_IRIS
+from spacelive.mouth_look import sclera_lab
 from spacelive.renderer import WarpRenderer
 from spacelive.rig import FaceCommand, FaceRig, inner_lip_gap
 from spacelive.sheet import contact_sheet
@@ -235,15 +236,18 @@ class RenderChecker:
         from spacelive.controls import ControlUpdate
 
         state = motion.new_state(self.avatar, ControlUpdate())
-        sclera = mouth_checks.sclera_lab(self.avatar.image, self.reference)
-        measured, frames = [], []
+        sclera = sclera_lab(self.avatar.image, self.reference)
+        corners = self.avatar.mesh_px[list(MOUTH_CORNERS), :2]
+        side = int(np.clip(1.6 * np.linalg.norm(corners[1] - corners[0]), 48, 512))
+        x0, y0 = np.clip(np.round(corners.mean(axis=0) - side / 2), 0, 512 - side).astype(int)
+        measured, crops = [], []
         for m in motion.run(state, offline_mfcc(speech16k)):
             frame = self.renderer.render(self.source, crop_to_pixels(m.keypoints))
             mesh = self.analyzer.mesh(frame)
             measured.append(None if mesh is None else mouth_checks.measure(frame, mesh, sclera))
-            frames.append((frame, mesh))
+            crops.append(frame[y0 : y0 + side, x0 : x0 + side].copy())
         figures = mouth_checks.summarize(measured)
-        self._keep_mouth_crops(frames, measured)
+        self._keep_mouth_crops(crops, measured)
         return CheckResult(
             "speech_mouth",
             mouth_checks.verdict(figures),
@@ -254,7 +258,7 @@ class RenderChecker:
             },
         )
 
-    def _keep_mouth_crops(self, frames, measured) -> None:
+    def _keep_mouth_crops(self, crops: list[np.ndarray], measured) -> None:
         found = [i for i, m in enumerate(measured) if m is not None]
         if not found:
             return
@@ -263,14 +267,8 @@ class RenderChecker:
         for label, target in (("slight", 0.05), ("medium", 0.15)):
             picks[label] = found[int(np.argmin(np.abs(opening - target)))]
         picks["wide"] = found[int(np.argmax(opening))]
-        corners = self.avatar.mesh_px[list(MOUTH_CORNERS), :2]
-        side = int(np.clip(1.6 * np.linalg.norm(corners[1] - corners[0]), 48, 512))
-        x0, y0 = np.clip(np.round(corners.mean(axis=0) - side / 2), 0, 512 - side).astype(int)
-        x1, y1 = x0 + side, y0 + side
         for label, i in picks.items():
-            frame, _ = frames[i]
-            title = f"{label} {measured[i].opening_ew:.3f} ew"
-            self.mouth_frames[title] = np.ascontiguousarray(frame[y0:y1, x0:x1])
+            self.mouth_frames[f"{label} {measured[i].opening_ew:.3f} ew"] = crops[i]
 
     def run_all(self, motion=None, speech16k: np.ndarray | None = None) -> list[CheckResult]:
         checks = {

@@ -22,19 +22,19 @@ def avatars(analyzer):
 def test_the_seam_measure_sees_a_bright_strip_between_closed_lips(avatars, analyzer):
     avatar = avatars["grace_hopper"]  # her lips are closed in the photo
     mesh = analyzer.mesh(avatar.image)
-    lab = mouth_checks.to_lab(avatar.image)
+    lab = mouth_look.to_lab(avatar.image)
     real = mouth_checks.seam_l(lab, mesh)
     assert real <= 12.0, real
     painted = avatar.image.copy()
     line = np.round((mesh[UPPER_INNER_LIP, :2] + mesh[LOWER_INNER_LIP, :2]) / 2).astype(np.int32)
     cv2.polylines(painted, [line], False, (235, 235, 230), 2)
-    assert mouth_checks.seam_l(mouth_checks.to_lab(painted), mesh) >= real + 15
+    assert mouth_checks.seam_l(mouth_look.to_lab(painted), mesh) >= real + 15
 
 
 def test_the_teeth_measure_tells_painted_cyan_from_the_photos_white(avatars, analyzer):
     avatar = avatars["astronaut"]  # her own teeth show
     mesh = analyzer.mesh(avatar.image)
-    sclera = mouth_checks.sclera_lab(avatar.image, mesh)
+    sclera = mouth_look.sclera_lab(avatar.image, mesh)
     assert sclera is not None and sclera[0] > 60
     own = mouth_checks.measure(avatar.image, mesh, sclera)
     assert own.opening_ew > mouth_checks.OPEN_EW

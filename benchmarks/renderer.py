@@ -138,7 +138,7 @@ def main() -> int:
         }
     kp = driving[len(driving) // 3]
     coarse = renderer._coarse_flow(source, kp)
-    window = renderer._moving_window(coarse, kp)
+    window = renderer._moving_window(source, coarse, kp)
     sample = renderer._upsample_flow(coarse, window).copy()
 
     def fresh() -> _Window:

@@ -4,14 +4,15 @@ graph, for GPU hosts (ONNX Runtime's CUDA or TensorRT providers).
 The CPU keeps what is small and irregular: the coarse global flow (a 66 x 66 grid from a
 kernel regression over the keypoints) and each feature's frames, contour profiles and rest
 test (``WarpRenderer.frame_inputs``, well under a millisecond). The graph does everything that
-touches pixels: upsampling the flow, the mouth layer (half resolution, upsampled) and its painted
+touches pixels: upsampling the flow, the mouth layer and its painted
 interior with teeth, the eye layers with lids and irises, the resampling of the portrait and
 the compositing. Where the CPU renderer works in a box around each feature, the graph works on
 the whole frame with the same weights, which are zero outside those boxes.
 
 Inputs (batch B; shapes as ``WarpRenderer.frame_inputs`` documents them):
 ``image``, ``clean`` (B, 512, 512, 3) uint8; ``coarse`` (B, 66, 66, 2); ``mouth_frames``
-(B, 2, 5); ``mouth_tables`` (B, 2, 4, 512); ``mouth_moved`` (B, 1); ``teeth`` (B, 4);
+(B, 2, 5); ``mouth_tables`` (B, 2, 4, 512); ``mouth_moved`` (B, 1); ``lip_edges``
+(B, 2, 512); ``teeth`` (B, 4);
 ``teeth_texture`` (B, 2, 64, 192, 4); ``mouth_colours`` (B, 3, 3); ``eye_frames``
 (B, 2, 2, 5); ``eye_tables`` (B, 2, 2, 2, 512); ``irises`` (B, 2, 3, 2); ``eye_moved``,
 ``iris_moved`` (B, 2). Output ``frame`` (B, 512, 512, 3) uint8.
@@ -35,6 +36,7 @@ from spacelive.renderer import (
     LIP_INSET_PX,
     LOWER_LID_BAND,
     MOUTH_BAND,
+    OWN_LOWER_SHOW,
     SEAM_FADE,
     WarpRenderer,
 )
@@ -46,6 +48,7 @@ INPUTS = (
     "mouth_frames",
     "mouth_tables",
     "mouth_moved",
+    "lip_edges",
     "teeth",
     "teeth_texture",
     "mouth_colours",
@@ -107,6 +110,7 @@ class RendererGraph(nn.Module):
         mouth_frames,
         mouth_tables,
         mouth_moved,
+        lip_edges,
         teeth,
         teeth_texture,
         mouth_colours,
@@ -128,10 +132,12 @@ class RendererGraph(nn.Module):
         sample, mouth_rgb, mouth_alpha = self._mouth(
             sample,
             source,
-            full,
+            x_full,
+            y_full,
             mouth_frames,
             mouth_tables,
             mouth_moved,
+            lip_edges,
             teeth,
             teeth_texture,
             mouth_colours,
@@ -166,16 +172,11 @@ class RendererGraph(nn.Module):
         )
         return full[:, :, cell:-cell, cell:-cell].permute(0, 2, 3, 1)
 
-    def _mouth(self, sample, source, full, frames, tables, moved, teeth, texture, colours):
-        batch = sample.shape[0]
+    def _mouth(self, sample, source, x, y, frames, tables, moved, edges, teeth, texture, colours):
         f_src, f_drv = frames[:, 0], frames[:, 1]
         half_px = f_drv[:, 4, None, None]
         band = MOUTH_BAND * half_px
-        # The half-resolution grid: centres of 2x2 pixel blocks.
-        centres = full[::2] + 0.5
-        hy, hx = torch.meshgrid(centres, centres, indexing="ij")
-        hx, hy = hx.expand(batch, -1, -1), hy.expand(batch, -1, -1)
-        u, v = _local(f_drv, hx, hy)
+        u, v = _local(f_drv, x, y)
         ou_d, iu_d, il_d, ol_d = _profile(tables[:, 1], u)
         ou_s, iu_s, il_s, ol_s = _profile(tables[:, 0], u)
         iu_d = torch.maximum(iu_d, ou_d + 1)
@@ -183,11 +184,12 @@ class RendererGraph(nn.Module):
         ol_d = torch.maximum(ol_d, il_d + 1)
         top = torch.minimum(ou_d, ou_s) - band
         bottom = torch.maximum(ol_d, ol_s) + band
-        inset = LIP_INSET_PX * torch.maximum(
-            torch.clamp((il_d - iu_d) / 2.0, 0.0, 1.0), torch.clamp((il_s - iu_s) / 4.0, 0.0, 1.0)
-        )
+        edge_up, edge_down = _profile(edges, u)
+        parting = LIP_INSET_PX * torch.clamp((il_d - iu_d) / 2.0, 0.0, 1.0)
+        open_source = torch.clamp((il_s - iu_s) / 4.0, 0.0, 1.0)
+        upper_edge = iu_s - torch.maximum(parting, open_source * (LIP_INSET_PX + edge_up))
+        lower_edge = il_s + torch.maximum(parting, open_source * (LIP_INSET_PX + edge_down))
         v_src = bottom - (bottom - v) * (bottom - ol_s) / torch.clamp(bottom - ol_d, min=1e-3)
-        lower_edge, upper_edge = il_s + inset, iu_s - inset
         lower_lip = lower_edge + (v - il_d) * (ol_s - lower_edge) / (ol_d - il_d)
         v_src = torch.where(v < ol_d, lower_lip, v_src)
         v_src = torch.where(v < il_d, iu_s, v_src)
@@ -200,14 +202,9 @@ class RendererGraph(nn.Module):
             torch.minimum((v - top) / (ou_d - top), (bottom - v) / (bottom - ol_d)), 0.0, 1.0
         )
         inside_u = torch.clamp((1.22 - u.abs()) / 0.22, 0.0, 1.0)
-        halves = torch.stack(
-            [tx, ty, inside_v * inside_u, v - iu_d, il_d - v, u, v, iu_s, il_s], dim=1
-        )
-        tx, ty, weight, from_upper, from_lower, u, v, iu_s, il_s = F.interpolate(
-            halves, scale_factor=2, mode="bilinear", align_corners=False
-        ).unbind(1)
+        from_upper, from_lower = v - iu_d, il_d - v
         gate = moved[:, :1, None]
-        sample = _blend(sample, weight * gate, tx, ty)
+        sample = _blend(sample, inside_v * inside_u * gate, tx, ty)
 
         alpha = torch.clamp(torch.minimum(from_upper, from_lower) / look.EDGE_PX + 0.5, 0.0, 1.0)
         alpha = alpha * torch.clamp((1.0 - u.abs()) / SEAM_FADE, 0.0, 1.0) * gate
@@ -219,9 +216,11 @@ class RendererGraph(nn.Module):
         use_lower = (depth_down > iu_s + 1.0) & ~use_upper & (from_lower < from_upper)
         use = (use_upper | use_lower) & (teeth[:, 3, None, None] > 0.5)
         sx, sy = _pixels(f_src, u, torch.where(use_upper, depth_up, depth_down))
-        shown = _smoothstep(
-            (from_upper + from_lower) / teeth[:, 2, None, None], look.SLIGHT_EW, look.TEETH_EW
-        )
+        opening = from_upper + from_lower
+        shown = _smoothstep(opening / teeth[:, 2, None, None], look.SLIGHT_EW, look.TEETH_EW)
+        share = opening * scale / torch.clamp(il_s - iu_s, min=1.0)
+        lower_shown = _smoothstep(share, *OWN_LOWER_SHOW)
+        shown = shown * torch.where(use_upper, torch.ones_like(share), lower_shown)
         rgb = torch.where(use[:, None], rgb + shown[:, None] * (_sample(source, sx, sy) - rgb), rgb)
         return sample, rgb, alpha
 

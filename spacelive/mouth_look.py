@@ -168,7 +168,7 @@ def analyse(image: np.ndarray, kp: np.ndarray, mouth_half: float, v_of) -> Mouth
     skin = _median_lab(image, cheeks)
     sclera = sclera_lab(image, kp)
     if sclera is None:  # the skin's hue under the same light, lightened toward white
-        sclera = np.array([min(skin[0] + 25.0, 88.0), 0.2 * skin[1], 0.4 * skin[2]])
+        sclera = np.array([min(skin[0] + 20.0, 85.0), 0.45 * skin[1], 0.4 * skin[2]])
     teeth = np.array([sclera[0] - 4.0, sclera[1] - 1.0, sclera[2] + 2.0])
     gum = np.array([lip[0] * 0.85, lip[1] * 1.05, lip[2]])
     colours = _rgb(
@@ -220,8 +220,9 @@ def _teeth_texture(teeth_rgb, gum_rgb, cavity_rgb, half, grain, blur) -> np.ndar
         notch = 0.02 * across**3  # rounded incisal corners
         ss = s[:, None]
         in_crown = (ss >= notch) & (ss < crown) & (au < edges[-1])[None]
-        shade = (1 - 0.16 * across) * (1 - 0.5 * np.clip(au / edges[-1], 0, 1) ** 1.6)
-        shade = shade * np.where(across > 0.82, 0.72, 1.0)  # the gaps between teeth
+        shade = (1 - 0.12 * across) * (1 - 0.45 * np.clip(au / edges[-1], 0, 1) ** 1.6)
+        shade = shade * np.where(across > 0.88, 0.8, 1.0)  # the gaps between teeth
+        shade = shade * (1 + rng.uniform(-0.05, 0.05, len(crowns)))[tooth]  # no two alike
         depth_shade = 1 - 0.12 * np.clip(ss / np.maximum(crown, 1e-3), 0, 1)
         translucent = np.clip(1 - (ss - notch) / 0.035, 0, 1) * 0.3  # the incisal edge
         rgb = teeth_rgb * (shade * depth_shade)[..., None]
@@ -257,7 +258,7 @@ def texel(u: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (u + 1.0) * ((TEXTURE_COLS - 1) / 2), s / step + TEXTURE_LEAD
 
 
-def _smoothstep(x, lo: float, hi: float):
+def smoothstep(x, lo: float, hi: float):
     t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
     return t * t * (3 - 2 * t)
 
@@ -275,11 +276,11 @@ def paint(look: MouthLook, geometry: np.ndarray, u, v, from_upper, from_lower, h
     au2 = u * u
     depth = np.clip(np.minimum(from_upper, from_lower) / np.maximum(0.5 * opening, 1.0), 0, 1)
     cavity = look.colours[0] * ((1 - 0.45 * depth) * np.clip(1 - 0.4 * au2, 0.4, 1))[:, None]
-    line = _smoothstep(wide, 0.0, 0.06)[:, None]
+    line = smoothstep(wide, 0.0, 0.06)[:, None]
     rgb = look.colours[2] + line * (cavity - look.colours[2])
     # The tongue: its top a little below the middle of the opening, rounded toward the corners.
     tongue_top = from_upper - 0.55 * opening * (1 + 0.6 * au2)
-    tongue = np.clip(tongue_top / 2 + 0.5, 0, 1) * _smoothstep(wide, *TONGUE_EW)
+    tongue = np.clip(tongue_top / 2 + 0.5, 0, 1) * smoothstep(wide, *TONGUE_EW)
     tongue_rgb = look.colours[1] * (1 - 0.35 * depth)[:, None]
     rgb += tongue[:, None] * (tongue_rgb - rgb)
     teeth_in = teeth_shown(wide)
@@ -295,14 +296,19 @@ def paint(look: MouthLook, geometry: np.ndarray, u, v, from_upper, from_lower, h
         )[0]
         alpha = (sample[:, 3] * teeth_in)[:, None]
         rgb += alpha * (sample[:, :3] - rgb)
-    shadow = 1 - LIP_SHADOW[0] * np.exp(-np.maximum(from_upper, 0) / (LIP_SHADOW[1] * half))
-    return (rgb * shadow[:, None]).astype(np.float32)
+    return (rgb * lip_shadow(from_upper, half)[:, None]).astype(np.float32)
+
+
+def lip_shadow(from_upper, half):
+    """(n,) the upper lip's shadow on what is below it: the factor on its light, by the
+    distance below the upper inner lip (px) in a mouth of half-width ``half`` (px)."""
+    return 1 - LIP_SHADOW[0] * np.exp(-np.maximum(from_upper, 0) / (LIP_SHADOW[1] * half))
 
 
 def teeth_shown(opening_ew):
     """How much of the teeth an opening (eye widths) shows: none below SLIGHT_EW, all above
     TEETH_EW."""
-    return _smoothstep(opening_ew, SLIGHT_EW, TEETH_EW)
+    return smoothstep(opening_ew, SLIGHT_EW, TEETH_EW)
 
 
 def interior_alpha(from_upper, from_lower):

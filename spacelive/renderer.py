@@ -20,8 +20,10 @@ A keypoint-driven backward warp with synthesized content where a warp cannot inv
    the upper lid and covers the eyeball, which itself does not move with the lid. The
    opening is painted with the iris-free eyeball and the iris at its driving position.
 
-The feature maps are computed on a half-resolution grid and upsampled (they are piecewise
-linear in position); edges (inner lips, lids, iris) are cut at full resolution.
+The eyes' maps are computed on a half-resolution grid and upsampled (they are piecewise
+linear in position); the mouth's, per pixel (upsampled, the jump between the two lips' source
+rows leaked an open portrait's teeth into a barely parted mouth); edges (inner lips, lids,
+iris) are cut at full resolution.
 
 This is the CPU renderer: numpy/OpenCV on one core (``benchmarks/renderer.py``), resampling only
 the window of the frame that moves. GPU hosts run its ONNX twin (``renderer_onnx.py``,
@@ -71,6 +73,12 @@ LIP_THICKNESS = (0.7, 1.3)
 """A driving lip's thickness is held within these multiples of the portrait's (plus a pixel)."""
 LIP_INSET_PX = 1.5
 """How far a parting lip's inner edge samples away from a closed portrait's meeting line."""
+LIP_EDGE_L, LIP_EDGE_REACH = 10.0, 0.4
+"""An open portrait's teeth, where they run past its inner-lip contour: pixels brighter than the
+lip's median L* by LIP_EDGE_L, within LIP_EDGE_REACH of the lip's thickness (``_lip_edges``)."""
+_LIP_EDGE_COLUMNS = 64
+OWN_LOWER_SHOW = (0.35, 0.75)
+"""A portrait's own lower teeth fade in between these shares of its own opening."""
 LID_BAND, LOWER_LID_BAND = 1.2, 0.35
 """Skin above and below the eye opening that the eye layer re-maps, in eye half-widths."""
 LASH_WIDTH = 0.1
@@ -164,6 +172,41 @@ def _lid_skin(image: np.ndarray, frame: _Frame, upper_table: np.ndarray) -> floa
     return float(offsets[int(np.argmax(score))])
 
 
+def _lip_edges(image: np.ndarray, frame: _Frame, tables: np.ndarray) -> np.ndarray:
+    """(2, _PROFILE_SAMPLES) px: how far beyond the portrait's inner-lip contour (upward for
+    the upper lip, downward for the lower) its lips truly begin. A detected contour can run
+    across the edge of an open mouth's teeth; closing lips that sampled from it drew a bright,
+    broken line where they meet. Per column, the run of pixels brighter than the lip (by
+    LIP_EDGE_L) that reaches the contour from inside is taken as teeth, over at most
+    LIP_EDGE_REACH of the lip; the edges are widened over neighbouring columns and smoothed."""
+    u = np.linspace(-1.0, 1.0, _LIP_EDGE_COLUMNS, dtype=np.float32)
+    ou, iu, il, ol = tables[:, _profile_index(u)]
+    steps = np.linspace(0.0, 1.0, 25, dtype=np.float32)[:, None]
+    columns = np.arange(len(u))
+    edges = []
+    for inner, outer in ((iu, ou), (il, ol)):
+        body = inner + (outer - inner) * np.linspace(0.4, 0.8, 6, dtype=np.float32)[:, None]
+        x, y = frame.pixels(np.broadcast_to(u, body.shape), body)
+        body_l = mouth_look.to_lab(_sample(image, x, y))[..., 0]
+        lip_l = float(np.median(body_l[:, np.abs(u) < 0.7]))
+        start = inner - np.sign(outer - inner) * np.clip((il - iu) / 2, 0.0, 3.0)
+        end = inner + (outer - inner) * LIP_EDGE_REACH
+        scan = start + (end - start) * steps  # (steps, columns), from inside outward
+        x, y = frame.pixels(np.broadcast_to(u, scan.shape), scan)
+        bright = mouth_look.to_lab(_sample(image, x, y))[..., 0] > lip_l + LIP_EDGE_L
+        at = np.abs(scan - inner).argmin(axis=0)  # the contour's step in each column
+        beyond = ~bright & (np.arange(len(steps))[:, None] >= at)
+        stop = np.where(beyond.any(axis=0), beyond.argmax(axis=0), len(steps) - 1)
+        reaches = bright[np.maximum(at - 1, 0), columns] | bright[at, columns]
+        parted = il - iu > 1.0  # where the lips meet, they begin at their contour
+        edge = np.where(reaches & parted, np.abs(scan[stop, columns] - inner), 0.0)
+        edge = edge.astype(np.float32)
+        edge = cv2.dilate(edge[None], np.ones((1, 5), np.uint8))[0]
+        edge = cv2.GaussianBlur(edge[None], (0, 0), 1.5, borderType=cv2.BORDER_REPLICATE)[0]
+        edges.append(np.interp(_PROFILE_GRID, u, edge))
+    return np.array(edges, np.float32)
+
+
 def _source_features(image: np.ndarray, kp: np.ndarray) -> dict[str, _SourceFeature]:
     mouth = _Frame.between(kp[MOUTH_CORNERS[0]], kp[MOUTH_CORNERS[1]])
     features = {"mouth": _SourceFeature(mouth, _profile_tables(mouth, [kp[c] for c in _LIPS]))}
@@ -187,6 +230,7 @@ class RenderSource:
     kp_source_px: np.ndarray  # (478, 3) float32
     sigma_px: float
     shows_teeth: bool  # the portrait's own teeth can be reused
+    lip_edges: np.ndarray  # (2, _PROFILE_SAMPLES) px, ``_lip_edges``
     features: dict[str, _SourceFeature]
     mouth: mouth_look.MouthLook
 
@@ -242,6 +286,7 @@ class WarpRenderer:
             kp_source_px=kp,
             sigma_px=SIGMA_FACE_FRACTION * face_size,
             shows_teeth=_shows_teeth(image, kp),
+            lip_edges=_lip_edges(image, frame, features["mouth"].tables),
             features=features,
             mouth=mouth_look.analyse(
                 image, kp, frame.half, lambda p: frame.local(p[:, 0], p[:, 1])[1]
@@ -316,7 +361,7 @@ class WarpRenderer:
         oy, ox = (cy0 - 1) * cell, (cx0 - 1) * cell
         return full[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
 
-    def _moving_window(self, coarse: np.ndarray, driving: np.ndarray):
+    def _moving_window(self, source: RenderSource, coarse: np.ndarray, driving: np.ndarray):
         """The cell-aligned box (y0, y1, x0, x1) outside which nothing moves: the global flow
         there is below MOVING_PX and no feature layer reaches it. None when nothing moves."""
         shift = np.abs(coarse[1:-1, 1:-1] - self._coarse_base[1:-1, 1:-1]).max(axis=-1)
@@ -332,7 +377,7 @@ class WarpRenderer:
                     (cols.max() + 2) * cell,
                 )
             )
-        for points, margin in _layer_reach(driving):
+        for points, margin in _layer_reach(source, driving):
             boxes.append(
                 (
                     points[:, 1].min() - margin,
@@ -367,7 +412,7 @@ class WarpRenderer:
         if driving is None:
             return frame  # the rest pose: nothing moves, nothing to resample
         coarse = self._coarse_flow(source, driving)
-        window = self._moving_window(coarse, driving)
+        window = self._moving_window(source, coarse, driving)
         if window is None:
             return frame
         sample = _Window(window, self._upsample_flow(coarse, window))
@@ -421,6 +466,7 @@ class WarpRenderer:
             "mouth_frames": f32([mouth.frame.astuple(), f_drv.astuple()]),
             "mouth_tables": f32([mouth.tables, mouth_tables]),
             "mouth_moved": f32([float(mouth_moved)]),
+            "lip_edges": f32(source.lip_edges),
             "teeth": f32([*_teeth_geometry(source, f_drv, driving), float(source.shows_teeth)]),
             "teeth_texture": f32(source.mouth.texture),
             "mouth_colours": f32(source.mouth.colours),
@@ -468,49 +514,32 @@ class WarpRenderer:
         f_src = feature.frame
         f_drv = _Frame.between(driving[MOUTH_CORNERS[0]], driving[MOUTH_CORNERS[1]])
         band = MOUTH_BAND * f_drv.half
-        found = self._roi(driving[UPPER_OUTER_LIP + LOWER_OUTER_LIP], _mouth_margin(f_drv))
+        found = self._roi(_mouth_points(feature, f_drv, driving), _mouth_margin(f_drv))
         if found is None:
             return None
         drv_tables = _driving_lips(feature, f_drv, driving)
         if not _contours_moved(feature, f_drv, drv_tables):
             return None  # lips where they were in the mouth's frame: the global warp is exact
-        box, _, _, hx, hy = found
-        # The map, on the half-resolution grid: columns of the mouth frame, piecewise linear in v.
-        u, v = f_drv.local(hx, hy)
+        box, bx, by, _, _ = found
+        # The map, per pixel (on a half-resolution grid, upsampled, a barely parted mouth's
+        # pixels at the lower lip took source rows between the two lips' edges, and an open
+        # portrait's teeth showed there): columns of the mouth frame, piecewise linear in v,
+        # its pieces' coefficients made once per column (``_mouth_columns``).
+        u, v = f_drv.local(bx, by)
         index = _profile_index(u)
-        ou_d, iu_d, il_d, ol_d = np.take(drv_tables, index, axis=1)
-        ou_s, iu_s, il_s, ol_s = np.take(feature.tables, index, axis=1)
-        # Keep the driving profile ordered (lips of at least a pixel, interior >= 0).
-        iu_d = np.maximum(iu_d, ou_d + 1)
-        il_d = np.maximum(il_d, iu_d)
-        ol_d = np.maximum(ol_d, il_d + 1)
-        top = np.minimum(ou_d, ou_s) - band
-        bottom = np.maximum(ol_d, ol_s) + band
-        inset = _lip_inset(il_d - iu_d, il_s - iu_s)
-        v_src = bottom - (bottom - v) * (bottom - ol_s) / np.maximum(bottom - ol_d, 1e-3)
-        lower_lip = v < ol_d
-        lower_edge = il_s + inset
-        v_src[lower_lip] = (lower_edge + (v - il_d) * (ol_s - lower_edge) / (ol_d - il_d))[
-            lower_lip
-        ]
-        interior = v < il_d
-        v_src[interior] = iu_s[interior]  # painted over; sample the lip edge under it
-        upper_lip = v < iu_d
-        upper_edge = iu_s - inset
-        v_src[upper_lip] = (ou_s + (v - ou_d) * (upper_edge - ou_s) / (iu_d - ou_d))[upper_lip]
-        above = v < ou_d
-        v_src[above] = (top + (v - top) * (ou_s - top) / np.maximum(ou_d - top, 1e-3))[above]
-        tx, ty = f_src.pixels(u, v_src)
+        columns = _mouth_columns(feature.tables, drv_tables, source.lip_edges, band)
+        breaks = np.take(columns[:4], index, axis=1)  # ou_d, iu_d, il_d, ol_d
+        piece = (v[None] >= breaks).sum(axis=0)
+        flat = piece * _PROFILE_SAMPLES + index
+        offset, slope = np.take(columns[4:9], flat), np.take(columns[9:14], flat)
+        tx, ty = f_src.pixels(u, offset + slope * v)
         # Full weight on the lips, fading to the global warp across the skin from each outer
         # lip to the band's end, and beyond the corners.
-        inside_v = np.clip(
-            np.minimum((v - top) / (ou_d - top), (bottom - v) / (bottom - ol_d)), 0, 1
-        )
+        top, rise, bottom, fall = np.take(columns[14:18], index, axis=1)
+        inside_v = np.clip(np.minimum((v - top) * rise, (bottom - v) * fall), 0, 1)
         inside_u = np.clip((1.22 - np.abs(u)) / 0.22, 0.0, 1.0)
-        tx, ty, weight, from_upper, from_lower, u, v, iu_s, il_s = self._upsample(
-            box, tx, ty, inside_v * inside_u, v - iu_d, il_d - v, u, v, iu_s, il_s
-        )
-        self._blend(sample, box, weight, tx, ty)
+        from_upper, from_lower = v - breaks[1], breaks[2] - v
+        self._blend(sample, box, inside_v * inside_u, tx, ty)
 
         # The interior, painted at full resolution between the inner lips with a soft edge;
         # closed lips keep a faint dark line, which also hides where the upsampled map jumps
@@ -526,20 +555,26 @@ class WarpRenderer:
         geometry = _teeth_geometry(source, f_drv, driving)
         rgb[inside] = mouth_look.paint(source.mouth, geometry, ui, v[inside], fu, fl, f_drv.half)
         if source.shows_teeth:
-            own = self._own_teeth(source, ui, fu, fl, iu_s[inside], il_s[inside], f_src, f_drv)
+            iu_s, il_s = np.take(feature.tables[1:3], index[inside], axis=1)
+            own = self._own_teeth(source, ui, fu, fl, iu_s, il_s, f_src, f_drv)
             if own is not None:
-                use, colours = own
+                use, colours, weight = own
                 rows, cols = np.nonzero(inside)
                 # Barely parted lips show a dark line, not the portrait's teeth.
-                shown = mouth_look.teeth_shown((fu + fl)[use] / geometry[2])[:, None]
+                shown = (mouth_look.teeth_shown((fu + fl)[use] / geometry[2]) * weight)[:, None]
                 painted = rgb[rows[use], cols[use]]
                 rgb[rows[use], cols[use]] = painted + shown * (colours - painted)
         return box, rgb, alpha
 
     @staticmethod
     def _own_teeth(source, u, from_upper, from_lower, iu_s, il_s, f_src, f_drv):
-        """Where the portrait's own opening shows teeth at the same depth, their colours:
-        (which of the given interior pixels, (n, 3) colours), or None."""
+        """Where the portrait's own opening shows teeth at the same depth, their colours and
+        weights: (which of the given interior pixels, (n, 3) colours, (n,) weights), or None.
+        The upper row hangs from the upper lip and shows at any opening. The lower row rides
+        on the jaw: it shows as the opening nears the portrait's own (OWN_LOWER_SHOW of it);
+        before that the painted interior's dark gap is below the upper teeth. Both rows filled
+        a slight opening with white from lip to lip, which read as closed lips with a strip
+        of teeth between them."""
         scale = f_src.half / f_drv.half
         depth_up, depth_down = iu_s + from_upper * scale, il_s - from_lower * scale
         use_upper = (depth_up < il_s - 1.0) & (from_upper <= from_lower)
@@ -549,7 +584,9 @@ class WarpRenderer:
             return None
         depth = np.where(use_upper, depth_up, depth_down)[use]
         sx, sy = f_src.pixels(u[use], depth)
-        return use, _sample(source.image, sx[None], sy[None])[0]
+        share = (from_upper + from_lower)[use] * scale / np.maximum(il_s - iu_s, 1.0)[use]
+        weight = np.where(use_upper[use], 1.0, mouth_look.smoothstep(share, *OWN_LOWER_SHOW))
+        return use, _sample(source.image, sx[None], sy[None])[0], weight.astype(np.float32)
 
     def _eye(self, source: RenderSource, driving: np.ndarray, eye, sample: "_Window"):
         name, upper, lower, iris = eye
@@ -691,10 +728,22 @@ def _eye_margin(frame: _Frame) -> float:
     return LID_BAND * frame.half + 2
 
 
-def _layer_reach(driving: np.ndarray) -> list[tuple[np.ndarray, float]]:
+def _mouth_points(feature: _SourceFeature, f_drv: _Frame, driving: np.ndarray) -> np.ndarray:
+    """(n, 2) pixels the mouth layer's band is measured from: the driving outer lips and the
+    portrait's, placed in the driving mouth's frame. A portrait's open mouth closing reaches
+    below the driving lower lip (its band ends past the portrait's); a box around the driving
+    lips alone cut the layer off there and drew a step across the chin."""
+    step = _PROFILE_SAMPLES // 32
+    u = _PROFILE_GRID[::step]
+    placed = [np.stack(f_drv.pixels(u, feature.tables[i, ::step]), axis=-1) for i in (0, 3)]
+    return np.concatenate([driving[UPPER_OUTER_LIP + LOWER_OUTER_LIP, :2], *placed])
+
+
+def _layer_reach(source: RenderSource, driving: np.ndarray) -> list[tuple[np.ndarray, float]]:
     """(points, margin) of every feature layer: the boxes they may re-map (see ``_roi``)."""
     mouth = _Frame.between(driving[MOUTH_CORNERS[0]], driving[MOUTH_CORNERS[1]])
-    reach = [(driving[UPPER_OUTER_LIP + LOWER_OUTER_LIP], _mouth_margin(mouth) + 2)]
+    points = _mouth_points(source.features["mouth"], mouth, driving)
+    reach = [(points, _mouth_margin(mouth) + 2)]
     for _, upper, lower, _ in EYES:
         eye = _Frame.between(driving[upper[0]], driving[upper[-1]])
         reach.append((driving[upper + lower], _eye_margin(eye) + 2))
@@ -725,14 +774,57 @@ def _driving_lips(feature: _SourceFeature, f_drv: _Frame, driving: np.ndarray) -
     return np.array([ou, iu, np.maximum(il, iu), ol], np.float32)
 
 
-def _lip_inset(gap_driving: np.ndarray, gap_source: np.ndarray) -> np.ndarray:
-    """(px) How far each parting lip's inner edge samples away from the portrait's inner
-    contour: where the portrait's lips meet, that contour is their dark meeting line, which
-    stretched open drew an outline around the opening; zero while they stay closed. Where the
-    portrait's mouth is open, its contour borders the teeth and the shaded rim, which closed
-    lips would show as a bright line: the whole way."""
-    return LIP_INSET_PX * np.maximum(
-        np.clip(gap_driving / 2.0, 0, 1), np.clip(gap_source / 4.0, 0, 1)
+def _mouth_columns(
+    tables: np.ndarray, drv_tables: np.ndarray, lip_edges: np.ndarray, band: float
+) -> np.ndarray:
+    """(18, _PROFILE_SAMPLES) per column of the mouth's frame: the driving lip contours (4:
+    outer upper, inner upper, inner lower, outer lower, kept ordered with lips of at least a
+    pixel), then for the five pieces of the column that they bound (skin above, upper lip,
+    interior, lower lip, skin below) the source row v_src = offset + slope * v (5 offsets,
+    5 slopes), then the band's top, 1 / (outer upper - top), bottom and 1 / (bottom - outer
+    lower), for the layer's weight. Each lip maps onto the portrait's (its inner edge
+    ``_lip_inset`` beyond the portrait's inner contour), the skin above and below stretches
+    to the band's end, and the interior (painted over) samples the upper lip's edge."""
+    ou_s, iu_s, il_s, ol_s = tables
+    ou_d, iu_d, il_d, ol_d = drv_tables
+    iu_d = np.maximum(iu_d, ou_d + 1)
+    il_d = np.maximum(il_d, iu_d)
+    ol_d = np.maximum(ol_d, il_d + 1)
+    top = np.minimum(ou_d, ou_s) - band
+    bottom = np.maximum(ol_d, ol_s) + band
+    inset_up, inset_down = _lip_inset(il_d - iu_d, il_s - iu_s, *lip_edges)
+    upper_edge, lower_edge = iu_s - inset_up, il_s + inset_down
+
+    def line(v0, s0, v1, s1):  # the map through (v0 -> s0) and (v1 -> s1): (offset, slope)
+        slope = (s1 - s0) / np.maximum(v1 - v0, 1e-3)
+        return s0 - slope * v0, slope
+
+    pieces = [
+        line(top, top, ou_d, ou_s),
+        line(ou_d, ou_s, iu_d, upper_edge),
+        (iu_s, np.zeros_like(iu_s)),
+        line(il_d, lower_edge, ol_d, ol_s),
+        line(ol_d, ol_s, bottom, bottom),
+    ]
+    offsets, slopes = zip(*pieces, strict=True)
+    rise = 1.0 / np.maximum(ou_d - top, 1e-3)
+    fall = 1.0 / np.maximum(bottom - ol_d, 1e-3)
+    weight = [top, rise, bottom, fall]
+    return np.array([ou_d, iu_d, il_d, ol_d, *offsets, *slopes, *weight], np.float32)
+
+
+def _lip_inset(gap_driving, gap_source, edge_upper, edge_lower):
+    """(upper, lower) px: how far each lip's inner edge samples away from the portrait's inner
+    contour. Where the portrait's lips meet, that contour is their dark meeting line, which
+    stretched open drew an outline around the opening: LIP_INSET_PX as they part, zero while
+    they stay closed. Where the portrait's mouth is open, its contour borders the teeth and the
+    shaded rim, which closed lips would show as a bright line: LIP_INSET_PX beyond the lip's
+    true edge (``_lip_edges``), the whole way."""
+    parting = LIP_INSET_PX * np.clip(gap_driving / 2.0, 0, 1)
+    open_source = np.clip(gap_source / 4.0, 0, 1)
+    return (
+        np.maximum(parting, open_source * (LIP_INSET_PX + edge_upper)),
+        np.maximum(parting, open_source * (LIP_INSET_PX + edge_lower)),
     )
 
 

@@ -78,6 +78,22 @@ def test_slight_openings_show_a_dark_line_and_teeth_come_with_the_opening():
     assert np.all(np.diff(shown) > 0) and shown[-1] == 1.0
 
 
+def test_an_open_photos_lips_begin_past_its_teeth(avatars):
+    """Where an open photo's teeth run past its detected inner-lip contour, the lips are taken
+    to begin beyond them (closing lips then sample lip, not teeth); a closed photo's lips begin
+    at its contour."""
+    from spacelive.renderer import WarpRenderer
+
+    def edges(name):
+        avatar = avatars[name]
+        return WarpRenderer.prepare(avatar.image, avatar.mesh_px).lip_edges
+
+    obama = edges("barack_obama")  # (upper, lower) px per column
+    assert obama[1].max() > 2.0 and obama[1].min() >= 0.0
+    for closed in ("grace_hopper", "ada_lovelace"):
+        assert edges(closed).max() < 0.5, closed
+
+
 @pytest.fixture(scope="module")
 def speech_checks(avatars, analyzer):
     from spacelive.control_checks import held_out_speech
@@ -104,11 +120,15 @@ def test_a_spoken_sentence_looks_like_a_mouth_on_every_portrait(speech_checks, n
     figures = result.figures
     assert figures["undetected"] == 0, figures
     assert figures["opening_range_ew"] >= mouth_checks.TARGETS["opening_range_ew_min"], figures
-    # Not yet on the two others: Barack Obama's photo speaks with his teeth showing, and the
-    # lips the renderer closes over them keep a light rim of his lower teeth (p90 +25); Ada
-    # Lovelace is a drawing, whose ink lips on white paper read as a bright seam.
+    # Not yet on the two others. Barack Obama's photo speaks with his teeth showing; closed
+    # over them, his lower lip's light inner band and a dim band of his own upper teeth (which
+    # the detector takes for lip) read p90 +12.1 (+28.8 before the lips sampled past his teeth).
+    # Ada Lovelace is a drawing: the detector calls her parted ink lips closed, and the teeth
+    # between them read as a bright seam.
     if name in ("astronaut", "grace_hopper"):
         assert figures["seam_l_p90"] <= mouth_checks.TARGETS["seam_l_max"], figures
+    if name == "barack_obama":
+        assert figures["seam_l_p90"] <= 15.0, figures
     if "teeth_db" in figures:
         assert figures["teeth_db"] >= mouth_checks.TARGETS["teeth_db_min"], figures
         assert figures["teeth_da"] >= mouth_checks.TARGETS["teeth_da_min"], figures

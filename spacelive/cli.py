@@ -293,6 +293,15 @@ def _cmd_train_basis(args) -> int:
     return 0
 
 
+def _cmd_train_closure(args) -> int:
+    from spacelive.training.train_closure import ClosureTrainConfig, train
+
+    excluded = tuple(v for v in (args.exclude_voices or "").split(",") if v)
+    config = ClosureTrainConfig(steps=args.steps, seed=args.seed, exclude_voices=excluded)
+    print(json.dumps(train(Path(args.data), Path(args.models), config), indent=2))
+    return 0
+
+
 def _cmd_train_baseline(args) -> int:
     from spacelive.training.lipsync_eval import BASELINE_PATH, fit_energy_baseline
 
@@ -450,6 +459,27 @@ def _cmd_eval_lipsync(args) -> int:
     avatar = FaceAnalyzer().analyze(Path(args.identity or DEFAULT_PORTRAIT).read_bytes())
     result = evaluate(Engine(_engine_config(args)).motion, avatar, samples, phones)
     text = json.dumps(result, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def _cmd_eval_phonetic(args) -> int:
+    from spacelive.audio import read_speech
+    from spacelive.engine import DEFAULT_PORTRAIT, Engine
+    from spacelive.face import FaceAnalyzer
+    from spacelive.renderer import WarpRenderer
+    from spacelive.training.alignment import read_alignment
+    from spacelive.training.phonetic_eval import pool, score_track, track
+
+    samples = read_speech(Path(args.audio))
+    phones = read_alignment(Path(args.alignment), args.format)
+    analyzer = FaceAnalyzer()
+    avatar = analyzer.analyze(Path(args.image or DEFAULT_PORTRAIT).read_bytes())
+    motion = Engine(_engine_config(args)).motion
+    counts = score_track(track(motion, avatar, samples, WarpRenderer(), analyzer), phones)
+    text = json.dumps({source: pool(c) for source, c in counts.items()}, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")
     print(text)
@@ -659,6 +689,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--prior-weight", type=float, help="weight of the prior-sample motion statistics loss"
     )
     posegen.set_defaults(run=_cmd_train_posegen)
+    closure = train_sub.add_parser(
+        "closure", help="the closure head (are the lips sealed?) on the bundled audio encoder"
+    )
+    closure.add_argument("--data", required=True, help="corpus folder from `spacelive data synth`")
+    closure.add_argument("--models", default=str(DEFAULT_MODELS), help="model directory (written)")
+    closure.add_argument("--steps", type=int, default=10_000)
+    closure.add_argument("--seed", type=int, default=0)
+    closure.add_argument(
+        "--exclude-voices", help="engine:name,... training voices to leave out (for selection)"
+    )
+    closure.set_defaults(run=_cmd_train_closure)
     basis = train_sub.add_parser(
         "basis", help="fit the keypoint stream's motion basis to a model directory's S2L"
     )
@@ -731,6 +772,19 @@ def build_parser() -> argparse.ArgumentParser:
     eval_lipsync.add_argument("--identity", help="portrait whose face shape to use")
     engine_options(eval_lipsync)
     eval_lipsync.set_defaults(run=_cmd_eval_lipsync)
+
+    eval_phonetic = eval_sub.add_parser(
+        "phonetic",
+        help="do the lips meet on p, b, m (and stay open on open vowels)? on the model's "
+        "landmarks and re-detected on the rendered frames",
+    )
+    eval_phonetic.add_argument("--audio", required=True)
+    eval_phonetic.add_argument("--alignment", required=True)
+    eval_phonetic.add_argument("--format", required=True, choices=["pho", "flite", "tsv"])
+    eval_phonetic.add_argument("--image", help="portrait to render (default: the bundled one)")
+    eval_phonetic.add_argument("--json", help="write the figures here")
+    engine_options(eval_phonetic)
+    eval_phonetic.set_defaults(run=_cmd_eval_phonetic)
 
     bench = sub.add_parser("bench", help="benchmarks (JSON + PNG under benchmarks/results/)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

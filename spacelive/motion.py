@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from spacelive.closure import close_lips, closure_amount
 from spacelive.controls import ControlUpdate, FaceControls, FrameControls
 from spacelive.eyes import pose_eyes
 from spacelive.face import Avatar, normalize_landmarks, pose_landmarks, rotation_from_angles
 from spacelive.idle import IdleMouth, mouth_parting
-from spacelive.landmarks import JAW, MOUTH, POSE_DIMS, closed_mouth
+from spacelive.landmarks import JAW, MOUTH, POSE_DIMS, closed_mouth, inner_lip_gap
 from spacelive.runners import StageSet
 from spacelive.timing import StageTimes
 from spacelive.transfer import DenseTransfer
@@ -304,7 +305,12 @@ class MotionModel:
         mouth_scale = np.array([c.mouth_scale for c in now], np.float32)[:, None, None]
         speech[:, MOUTH_AND_JAW] *= mouth_scale  # the mouth-scale control; 1 keeps S2L's
         idle = np.array(relaxation, np.float32)[:, None, None]
-        spoken = rest + speech + idle * np.concatenate([s.parting for s in rows])
+        spoken = rest + speech
+        if st.closure is not None:  # where the lips seal, they meet (spacelive.closure)
+            sealed = st.closure.run({"audio": audio})["sealed"]
+            amount = closure_amount(sealed, inner_lip_gap(spoken), mouth_scale[:, 0, 0])
+            spoken = close_lips(spoken, amount)
+        spoken = spoken + idle * np.concatenate([s.parting for s in rows])
         for j, c in enumerate(now):  # blinks and gaze, on the face before it is posed
             if c.closure > 0 or c.gaze.any():
                 spoken[j] = pose_eyes(spoken[j], c.closure, c.gaze)

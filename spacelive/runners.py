@@ -108,7 +108,8 @@ class StageRunner:
 
 @dataclass
 class StageSet:
-    """The four stage runners of one model directory, plus its manifest."""
+    """The four stage runners of one model directory, plus its manifest (and the optional
+    closure head and keypoint basis)."""
 
     audio_encoder: StageRunner
     s2l: StageRunner
@@ -116,6 +117,7 @@ class StageSet:
     l2l: StageRunner
     manifest: dict
     motion_basis: MotionBasis | None = None  # the keypoint stream's, fitted to this S2L
+    closure: StageRunner | None = None  # the closure head (``spacelive.closure``), if trained
 
     def input_shape(self, stage: str, name: str, batch: int) -> tuple[int, ...]:
         """Shape of an input of ``stage`` for ``batch`` rows, from the manifest."""
@@ -145,6 +147,12 @@ def load_stages(model_dir: Path, backend: str = "cpu", threads: int = 1) -> Stag
             raise ModelError(f"{path} is missing (listed in {manifest_path})")
         runners[stage] = StageRunner(path, backend, threads, entry.get("inputs"))
     log.info("loaded %s-width stages from %s on %s", manifest.get("width"), model_dir, backend)
+    closure = None
+    if (entry := manifest["stages"].get("closure")) is not None:  # optional: older directories
+        path = model_dir / entry["file"]
+        if not path.is_file():
+            raise ModelError(f"{path} is missing (listed in {manifest_path})")
+        closure = StageRunner(path, backend, threads, entry.get("inputs"))
     basis_path = model_dir / BASIS_FILE
     basis = MotionBasis.load(basis_path) if basis_path.is_file() else None
-    return StageSet(**runners, manifest=manifest, motion_basis=basis)
+    return StageSet(**runners, manifest=manifest, motion_basis=basis, closure=closure)

@@ -71,12 +71,13 @@ class PoseUtterance:
     features: np.ndarray  # (T, C) float32, the audio encoder's output per frame
     audio: np.ndarray  # (samples,) float32, 16 kHz
     phones: list[Phone]
+    voice: str = ""  # engine:name
 
 
 def load_corpus(folder: Path, stages: StageSet, cache: Path | None = None) -> list[PoseUtterance]:
     """Every utterance of a corpus folder (training voices only) with its encoder features;
     the features are cached in ``cache`` (an .npz) when given."""
-    mfccs, audios, phone_lists = [], [], []
+    mfccs, audios, phone_lists, voices = [], [], [], []
     shards = sorted(Path(folder).glob("shard-*.npz"))
     if not shards:
         raise ValueError(f"no shards in {folder}; run `spacelive data synth` first")
@@ -91,6 +92,7 @@ def load_corpus(folder: Path, stages: StageSet, cache: Path | None = None) -> li
         for i, voice in enumerate(data["voices"]):
             if str(voice) in HELD_OUT_VOICES:
                 raise ValueError(f"{shard} holds held-out voice {voice}; refusing to train")
+            voices.append(str(voice))
             mfccs.append(data["mfcc"][frames[i] : frames[i + 1]].astype(np.float32))
             audios.append(data["audio"][samples[i] : samples[i + 1]].astype(np.float32) / 32767)
             span = slice(phones[i], phones[i + 1])
@@ -113,7 +115,10 @@ def load_corpus(folder: Path, stages: StageSet, cache: Path | None = None) -> li
         features = encode_audio(stages, mfccs)
         if cache is not None:
             np.savez(cache, **{f"u{i}": f for i, f in enumerate(features)})
-    return [PoseUtterance(f, a, p) for f, a, p in zip(features, audios, phone_lists, strict=True)]
+    return [
+        PoseUtterance(f, a, p, v)
+        for f, a, p, v in zip(features, audios, phone_lists, voices, strict=True)
+    ]
 
 
 def sample_batch(

@@ -252,7 +252,7 @@ def _add_trainer_options(parser, stage: str, self_feed: str, hears_encoder: bool
 def _cmd_train_s2l(args) -> int:
     from spacelive.training.train_s2l import TrainConfig, train
 
-    extra = ("mouth_weight", "gap_weight", "velocity_weight")
+    extra = ("mouth_weight", "gap_weight", "closure_weight", "velocity_weight")
     config = _trainer_config(args, TrainConfig, args.width, extra)
     encoder = Path(args.encoder_from) if args.encoder_from else None
     summary = train(
@@ -671,6 +671,9 @@ def build_parser() -> argparse.ArgumentParser:
     s2l.add_argument("--mouth-weight", type=float, help="loss weight of the mouth points")
     s2l.add_argument("--gap-weight", type=float, help="loss weight of the inner-lip gap")
     s2l.add_argument("--velocity-weight", type=float, help="weight of the velocity loss")
+    s2l.add_argument(
+        "--closure-weight", type=float, help="weight of a hinge on a gap the teacher closes"
+    )
     s2l.add_argument(
         "--encoder-from",
         help="a model directory whose trained audio encoder S2L hears, frozen "

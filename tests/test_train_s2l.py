@@ -259,3 +259,22 @@ def test_the_shipped_s2l_comes_back_out_of_its_int8_graph():
     graph = onnx.load(str(DEFAULT_MODELS / "s2l.int8.onnx"))
     with pytest.raises(RecoveryError):
         recover_stage(build_stages("tiny"), "s2l", graph)
+
+
+def test_the_closure_hinge_counts_lips_left_open_where_the_teacher_closes():
+    from spacelive.training.train_s2l import loss_terms
+
+    target = torch.zeros(1, 4, 110, 3)
+    target[:, 2:, 66, 1] = 0.3  # the teacher opens the lips in the last two frames
+    late = target.clone()
+    late[:, 1, 66, 1] = 0.3  # the model opens one frame early, where the teacher is closed
+    shut = target.clone()
+    shut[:, 2, 66, 1] = 0.0  # the model stays closed one frame too long, where it is open
+    base = {"y_weight": 2.0, "mouth_weight": 4.0}
+    for wrong, counted in ((late, True), (shut, False)):
+        plain = loss_terms(wrong, target, **base)
+        hinged = loss_terms(wrong, target, **base, closure_weight=4.0)
+        extra = hinged[0] - plain[0]
+        # one frame of four 0.3 open: 4.0 * 0.3 / 4; a gap too closed is no hinge's business
+        assert extra == pytest.approx(0.3 if counted else 0.0, abs=1e-6)
+        assert hinged[1] == pytest.approx(plain[1])

@@ -61,6 +61,9 @@ class TrainConfig:
     # Weight of the inner-lip gap's own L1 (position and velocity). The lip points' errors
     # spread a missed p, b or m over 20 points; the gap is the closure itself.
     gap_weight: float = 0.0
+    # Weight of a hinge on the gap where the teacher's lips are closed (p, b, m and silence):
+    # a gap left open there costs more than a small miss elsewhere.
+    closure_weight: float = 0.0
     velocity_weight: float = 1.0
     input_noise: float = 0.02
     self_feed: float = 1.0  # share of batches whose previous frames are the model's own output
@@ -161,16 +164,23 @@ class S2LTrainer(nn.Module):
         return self.s2l(audio, landmarks0, emotion, teacher=teacher)
 
 
+CLOSED_GAP = 0.01
+"""A teacher gap (normalized units) below this is closed lips."""
+
+
 def loss_terms(
     predicted: torch.Tensor,
     target: torch.Tensor,
     y_weight: float,
     mouth_weight: float,
     gap_weight: float = 0.0,
+    closure_weight: float = 0.0,
 ):
     """L1 position and velocity losses of (B, T, 110, 3) sequences: y counts ``y_weight``
     times, the mouth points ``mouth_weight`` times (the mouth is 20 of 110 points but is what
-    lip sync is judged on), and the inner-lip gap adds its own L1 times ``gap_weight``."""
+    lip sync is judged on), and the inner-lip gap adds its own L1 times ``gap_weight``; where
+    the teacher's lips are closed (gap under CLOSED_GAP), a gap left open adds its hinge times
+    ``closure_weight``."""
     weight = predicted.new_ones(SPARSE_POINTS, 3)
     weight[:, 1] = y_weight
     weight[MOUTH] *= mouth_weight
@@ -180,6 +190,10 @@ def loss_terms(
         gap_p, gap_t = inner_lip_gap(predicted), inner_lip_gap(target)  # (B, T)
         position = position + gap_weight * (gap_p - gap_t).abs().mean()
         velocity = velocity + gap_weight * (gap_p.diff(dim=1) - gap_t.diff(dim=1)).abs().mean()
+    if closure_weight:
+        gap_p, gap_t = inner_lip_gap(predicted), inner_lip_gap(target)
+        closed = (gap_t < CLOSED_GAP).float()
+        position = position + closure_weight * ((gap_p - gap_t).clamp(min=0) * closed).mean()
     return position, velocity
 
 
@@ -237,7 +251,12 @@ def train(
         run.begin_step()
         predicted = model(audio, rest, emotion, previous)
         position, velocity = loss_terms(
-            predicted, target, config.y_weight, config.mouth_weight, config.gap_weight
+            predicted,
+            target,
+            config.y_weight,
+            config.mouth_weight,
+            config.gap_weight,
+            config.closure_weight,
         )
         loss = position + config.velocity_weight * velocity
         run.finish_step(loss, {"position": position.item(), "velocity": velocity.item()})

@@ -28,7 +28,7 @@ from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineCon
 from spacelive.face import FaceAnalyzer
 from spacelive.render_checks import standard_portraits
 from spacelive.training.alignment import Phone
-from spacelive.training.corpus import HELD_OUT, SentenceMaker, Voice, synthesize
+from spacelive.training.corpus import HELD_OUT, SentenceMaker, parse_voices, synthesize
 from spacelive.training.lipsync_eval import evaluate, silence_drift
 
 KEYS = ("M-P", "M-V", "F-P", "F-V", "mouth_open_corr")
@@ -46,12 +46,10 @@ def main() -> int:
         "--teacher-shift-ms", type=float, default=0.0, help="delay the teacher's phones by this"
     )
     args = parser.parse_args()
-    voices = HELD_OUT
-    if args.voices:
-        keys = [key.split(":", 1) for key in args.voices.split(",")]
-        if any(len(k) != 2 or not all(k) for k in keys):
-            parser.error(f"--voices {args.voices!r}: expected engine:name,engine:name,...")
-        voices = tuple(Voice(engine, name, "en") for engine, name in keys)
+    try:
+        voices = parse_voices(args.voices) if args.voices else HELD_OUT
+    except ValueError as error:
+        parser.error(f"--voices {error}")
     motion = Engine(EngineConfig(models=Path(args.models))).motion
     analyzer = FaceAnalyzer()
     portrait = (

@@ -25,7 +25,7 @@ from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineCon
 from spacelive.face import FaceAnalyzer
 from spacelive.render_checks import standard_portraits
 from spacelive.renderer import WarpRenderer
-from spacelive.training.corpus import HELD_OUT, SentenceMaker, Voice, synthesize
+from spacelive.training.corpus import HELD_OUT, SentenceMaker, parse_voices, synthesize
 from spacelive.training.phonetic_eval import Counts, pool, score_track, track
 
 SOURCES = ("landmarks", "redetected")
@@ -40,12 +40,10 @@ def main() -> int:
     parser.add_argument("--portraits", default="default,grace_hopper")
     parser.add_argument("--voices", help="engine:name,... (English voices; default: held out)")
     args = parser.parse_args()
-    voices = HELD_OUT
-    if args.voices:
-        keys = [key.split(":", 1) for key in args.voices.split(",")]
-        if any(len(k) != 2 or not all(k) for k in keys):
-            parser.error(f"--voices {args.voices!r}: expected engine:name,engine:name,...")
-        voices = tuple(Voice(engine, name, "en") for engine, name in keys)
+    try:
+        voices = parse_voices(args.voices) if args.voices else HELD_OUT
+    except ValueError as error:
+        parser.error(f"--voices {error}")
     standard = standard_portraits()
     names = args.portraits.split(",")
     unknown = [n for n in names if n != "default" and n not in standard]

@@ -65,6 +65,14 @@ HELD_OUT = (Voice("mbrola", "us3", "en"), Voice("flite", "slt", "en"))
 HELD_OUT_VOICES = frozenset(voice.key for voice in HELD_OUT)
 
 
+def parse_voices(text: str) -> tuple[Voice, ...]:
+    """``engine:name,engine:name,...`` -> English voices (for the benchmarks' ``--voices``)."""
+    keys = [key.split(":", 1) for key in text.split(",")]
+    if any(len(k) != 2 or not all(k) for k in keys):
+        raise ValueError(f"{text!r}: expected engine:name,engine:name,...")
+    return tuple(Voice(engine, name, "en") for engine, name in keys)
+
+
 _MBROLA_LANGUAGES = {
     "us1": "en", "us2": "en", "us3": "en", "en1": "en",
     **{f"de{i}": "de" for i in range(1, 9)},

@@ -20,10 +20,9 @@ A keypoint-driven backward warp with synthesized content where a warp cannot inv
    the upper lid and covers the eyeball, which itself does not move with the lid. The
    opening is painted with the iris-free eyeball and the iris at its driving position.
 
-The eyes' maps are computed on a half-resolution grid and upsampled (they are piecewise
-linear in position); the mouth's, per pixel (upsampled, the jump between the two lips' source
-rows leaked an open portrait's teeth into a barely parted mouth); edges (inner lips, lids,
-iris) are cut at full resolution.
+The feature maps are computed per pixel (the mouth's was once computed on a half-resolution
+grid and upsampled: the jump between the two lips' source rows leaked an open portrait's teeth
+into a barely parted mouth).
 
 This is the CPU renderer: numpy/OpenCV on one core (``benchmarks/renderer.py``), resampling only
 the window of the frame that moves. GPU hosts run its ONNX twin (``renderer_onnx.py``,
@@ -183,6 +182,7 @@ def _lip_edges(image: np.ndarray, frame: _Frame, tables: np.ndarray) -> np.ndarr
     ou, iu, il, ol = tables[:, _profile_index(u)]
     steps = np.linspace(0.0, 1.0, 25, dtype=np.float32)[:, None]
     columns = np.arange(len(u))
+    parted = il - iu > 1.0  # where the lips meet, they begin at their contour
     edges = []
     for inner, outer in ((iu, ou), (il, ol)):
         body = inner + (outer - inner) * np.linspace(0.4, 0.8, 6, dtype=np.float32)[:, None]
@@ -198,7 +198,6 @@ def _lip_edges(image: np.ndarray, frame: _Frame, tables: np.ndarray) -> np.ndarr
         beyond = ~bright & (np.arange(len(steps))[:, None] >= at)
         stop = np.where(beyond.any(axis=0), beyond.argmax(axis=0), len(steps) - 1)
         reaches = bright[np.maximum(at - 1, 0), columns] | bright[at, columns]
-        parted = il - iu > 1.0  # where the lips meet, they begin at their contour
         edge = np.where(reaches & parted, np.abs(scan[stop, columns] - inner), 0.0)
         edge = edge.astype(np.float32)
         edge = cv2.dilate(edge[None], np.ones((1, 5), np.uint8))[0]
@@ -480,8 +479,7 @@ class WarpRenderer:
     # -- layers ------------------------------------------------------------------------------
 
     def _roi(self, points: np.ndarray, margin: float):
-        """The box (even sides) around points, the full-resolution pixel grids in it, and the
-        half-resolution grid of its 2x2 block centres."""
+        """The box (even sides) around points and the pixel grids in it."""
         x0 = max(int(points[:, 0].min() - margin), 0)
         y0 = max(int(points[:, 1].min() - margin), 0)
         x1 = min(int(points[:, 0].max() + margin) + 2, FRAME_SIZE)
@@ -489,17 +487,7 @@ class WarpRenderer:
         x0, y0 = x0 - (x1 - x0) % 2, y0 - (y1 - y0) % 2
         if x1 - x0 < 4 or y1 - y0 < 4 or x0 < 0 or y0 < 0:
             return None
-        hx, hy = self._base_x[y0:y1:2, x0:x1:2] + 0.5, self._base_y[y0:y1:2, x0:x1:2] + 0.5
-        return (y0, y1, x0, x1), self._base_x[y0:y1, x0:x1], self._base_y[y0:y1, x0:x1], hx, hy
-
-    @staticmethod
-    def _upsample(box, *half: np.ndarray) -> list[np.ndarray]:
-        """Half-resolution fields -> full resolution (exact for fields linear in position)."""
-        y0, y1, x0, x1 = box
-        stacked = cv2.resize(
-            np.stack(half, axis=-1), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR
-        )
-        return [stacked[..., i] for i in range(len(half))]
+        return (y0, y1, x0, x1), self._base_x[y0:y1, x0:x1], self._base_y[y0:y1, x0:x1]
 
     @staticmethod
     def _blend(sample: "_Window", box, weight, tx, ty) -> None:
@@ -520,7 +508,7 @@ class WarpRenderer:
         drv_tables = _driving_lips(feature, f_drv, driving)
         if not _contours_moved(feature, f_drv, drv_tables):
             return None  # lips where they were in the mouth's frame: the global warp is exact
-        box, bx, by, _, _ = found
+        box, bx, by = found
         # The map, per pixel (on a half-resolution grid, upsampled, a barely parted mouth's
         # pixels at the lower lip took source rows between the two lips' edges, and an open
         # portrait's teeth showed there): columns of the mouth frame, piecewise linear in v,
@@ -607,7 +595,7 @@ class WarpRenderer:
             return None  # lids and iris where they were in the eye: the global warp is exact
         # Full resolution here: the lids meet in a sharp seam that upsampling would blur
         # into the eyeball, and an eye is small enough for it to cost little.
-        box, x, y, _, _ = found
+        box, x, y = found
         u, v = f_drv.local(x, y)
         index = _profile_index(u)
         up_d, lo_d = np.take(drv_tables, index, axis=1)

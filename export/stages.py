@@ -15,9 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from spacelive.landmarks import EMOTIONS, MESH_POINTS, POSE_DIMS, SPARSE_POINTS
+from spacelive.landmarks import EMOTIONS, POSE_DIMS, SPARSE_POINTS
 from spacelive.models.audio_encoder import LOOKAHEAD, N_MFCC, AudioEncoder, AudioEncoderStep
-from spacelive.models.landmarks2latents import Landmarks2Latents, Landmarks2LatentsStep
 from spacelive.models.posegen import PoseGen, PoseGenStep
 from spacelive.models.speech2landmarks import Speech2Landmarks, Speech2LandmarksStep
 from spacelive.models.widths import Width, width_named
@@ -30,26 +29,24 @@ STAGE_FILES = {
     "audio_encoder": "audio_encoder.onnx",
     "s2l": "s2l.onnx",
     "posegen": "posegen.onnx",
-    "l2l": "l2l.onnx",
 }
 
 
 @dataclass
 class Stages:
-    """The four trainable stages at one width."""
+    """The three trainable stages at one width (posed landmarks become the renderer's keypoints
+    by geometry, ``spacelive.transfer``)."""
 
     width: Width
     audio_encoder: AudioEncoder
     s2l: Speech2Landmarks
     posegen: PoseGen
-    l2l: Landmarks2Latents
 
     def modules(self) -> dict[str, nn.Module]:
         return {
             "audio_encoder": self.audio_encoder,
             "s2l": self.s2l,
             "posegen": self.posegen,
-            "l2l": self.l2l,
         }
 
     def eval(self) -> "Stages":
@@ -67,7 +64,6 @@ def build_stages(width: Width | str, seed: int = 0) -> Stages:
         audio_encoder=AudioEncoder(width.channels),
         s2l=Speech2Landmarks(width),
         posegen=PoseGen(width),
-        l2l=Landmarks2Latents(width),
     ).eval()
 
 
@@ -125,7 +121,6 @@ def step_example(stages: Stages, batch: int = 2) -> dict[str, tuple[list[str], t
     audio = torch.randn(batch, w.channels)
     emotion = torch.zeros(batch, len(EMOTIONS), dtype=f32)
     landmarks = torch.randn(batch, SPARSE_POINTS, 3)
-    kp = torch.randn(batch, MESH_POINTS, 3)
     return {
         "audio_encoder": (
             ["mfcc", "frame_index", "frame_count", *enc_names],
@@ -161,20 +156,6 @@ def step_example(stages: Stages, batch: int = 2) -> dict[str, tuple[list[str], t
             ),
             ["pose", "new_h", "new_c"],
         ),
-        "l2l": (
-            ["audio", "landmarks", "kp_source", "previous", "emotion", "h", "c", "first"],
-            (
-                audio,
-                landmarks,
-                kp,
-                kp,
-                emotion,
-                torch.zeros(lstm),
-                torch.zeros(lstm),
-                torch.ones(batch),
-            ),
-            ["kp", "new_h", "new_c"],
-        ),
     }
 
 
@@ -185,7 +166,6 @@ def step_modules(stages: Stages) -> dict[str, nn.Module]:
         "audio_encoder": AudioEncoderStep(stages.audio_encoder),
         "s2l": Speech2LandmarksStep(stages.s2l),
         "posegen": PoseGenStep(stages.posegen),
-        "l2l": Landmarks2LatentsStep(stages.l2l),
     }
     return {name: module.eval() for name, module in modules.items()}
 
@@ -222,7 +202,7 @@ def export_stages(
     training: dict | str = "untrained",
     placeholders: frozenset[str] = frozenset(),
 ) -> dict:
-    """Write the four step graphs and manifest.json into out_dir; returns the manifest.
+    """Write the three step graphs and manifest.json into out_dir; returns the manifest.
 
     ``training`` is provenance per stage (or one string for all); stages named in
     ``placeholders`` are all-zero stand-ins that the runtime may route around."""

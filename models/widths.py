@@ -8,7 +8,7 @@ class Width:
     """Hidden sizes of the stages.
 
     channels: audio-encoder conv channels and landmark/keypoint MLP hidden units.
-    lstm: S2L and L2L LSTM hidden units.
+    lstm: S2L LSTM hidden units.
     pose_lstm: PoseGen encoder/decoder LSTM hidden units.
     pose_latent: PoseGen latent z size.
     """

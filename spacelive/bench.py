@@ -7,10 +7,10 @@
   the server process's CPU.
 - ``throughput``: latency runs for N = 1, 2, ... until one fails; the answer is the largest N
   at which every session holds >= 29.5 fps with p99 <= 300 ms and no frame dropped.
-- ``stages``: ms per frame of each stage at batch 1 (MFCC, audio encoder + S2L, PoseGen, L2L,
-  render, encode) at the realtime and paper widths, ONNX Runtime (fp32, and int8 weights as
-  served: ``spacelive.quantization``) and torch eager in the same run, and each recurrent
-  stage batched over 1-8 sessions (what the batched engine buys).
+- ``stages``: ms per frame of each stage at batch 1 (MFCC, audio encoder + S2L, PoseGen, the
+  keypoint transfer, render, encode) at the realtime and paper widths, ONNX Runtime (fp32,
+  and int8 weights as served: ``spacelive.quantization``) and torch eager in the same run, and
+  each recurrent stage batched over 1-8 sessions (what the batched engine buys).
 
 The machine is shared: the clients of ``latency`` run on the server's cores, as they would
 not in production, and every figure in one file comes from one run.
@@ -322,7 +322,7 @@ def bench_stages(frames: int, label: str, widths: tuple[str, ...] = ("realtime",
     t_transfer = _timed(lambda i: transfer.apply(spoken[i : i + 1]), frames)
     result["shared_ms"] = {
         "mfcc": t,
-        "l2l_geometric_transfer": t_transfer,
+        "keypoint_transfer": t_transfer,
         "render": t_render,
         "encode": t_encode,
     }
@@ -361,7 +361,7 @@ def bench_stages(frames: int, label: str, widths: tuple[str, ...] = ("realtime",
     realtime = build_stages("realtime")
     result["bundled_realtime_onnxruntime_ms"] = {
         name: _time_runner(getattr(bundled, name), realtime, name, 1, 200)
-        for name in ("audio_encoder", "s2l", "posegen", "l2l")
+        for name in ("audio_encoder", "s2l", "posegen")
     }
     name = f"stages_{label}"
     write_result(name, result)

@@ -312,17 +312,6 @@ def _cmd_train_baseline(args) -> int:
     return 0
 
 
-def _cmd_train_l2l(args) -> int:
-    from spacelive.runners import load_stages
-    from spacelive.training.train_l2l import L2LTrainConfig, train
-
-    stages = load_stages(Path(args.models))
-    config = _trainer_config(args, L2LTrainConfig, stages.manifest["width"])
-    summary = train(Path(args.data), stages, Path(args.out), config, init_from=_init_from(args))
-    print(json.dumps(summary))
-    return 0
-
-
 def _cmd_teach(args) -> int:
     from spacelive.engine import DEFAULT_PORTRAIT
     from spacelive.face import FaceAnalyzer
@@ -541,16 +530,16 @@ def _cmd_export(args) -> int:
             "config": loaded["config"],
             **provenance,
         }
-        training = {"audio_encoder": trained, "s2l": trained, "posegen": zeroed, "l2l": zeroed}
-        placeholders = frozenset({"posegen", "l2l"})
+        training = {"audio_encoder": trained, "s2l": trained, "posegen": zeroed}
+        placeholders = frozenset({"posegen"})
         if args.posegen_checkpoint:
             pose = load_posegen_checkpoint(stages, Path(args.posegen_checkpoint))
             training["posegen"] = {"trained": True, **pose}
-            placeholders = frozenset({"l2l"})
+            placeholders = frozenset()
     elif args.init == "zeros":
         stages = zero(stages)
         training = zeroed
-        placeholders = frozenset({"audio_encoder", "s2l", "posegen", "l2l"})
+        placeholders = frozenset({"audio_encoder", "s2l", "posegen"})
     elif args.init == "random":
         stages = randomize(stages, args.seed)
         training = f"untrained: random weights (seed {args.seed}), for tests and benchmarks"
@@ -717,11 +706,6 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument("--data", required=True, help="corpus folder from `spacelive data synth`")
     baseline.add_argument("--recipe", help="how the corpus was made, recorded with the fit")
     baseline.set_defaults(run=_cmd_train_baseline)
-    l2l = train_sub.add_parser(
-        "l2l", help="Landmarks2Latents on a synthetic corpus, hearing a trained encoder"
-    )
-    _add_trainer_options(l2l, "l2l", "share of batches run on the model's own keypoints", True)
-    l2l.set_defaults(run=_cmd_train_l2l)
 
     teach = sub.add_parser("teach", help="phoneme alignment -> per-frame landmark targets")
     teach.add_argument("--alignment", required=True)

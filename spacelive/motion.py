@@ -1,9 +1,12 @@
-"""The causal motion loop: MFCC frame -> audio encoder -> S2L -> PoseGen -> posing -> L2L.
+"""The causal motion loop: MFCC frame -> audio encoder -> S2L -> PoseGen -> posing -> keypoints.
 
 S2L speaks around the portrait's rest with its lips closed, as the teacher does: the lips
 shut on p, b and m and between words. A portrait whose lips are parted at rest gets its own
 mouth back while idle (``spacelive.idle``: before the first word and after a second of
 silence, judged from the audio with the encoder's lookahead).
+
+Posed landmarks reach the renderer's keypoints through the geometric transfer
+(``spacelive.transfer``), not the paper's Landmarks2Latents network: no trained L2L beats it.
 
 A session owns its ``MotionState`` (plain arrays); ``MotionModel.step`` advances any number
 of sessions together: it concatenates their state rows, runs each stage once, and splits.
@@ -63,11 +66,8 @@ class MotionState:
     pose_h: np.ndarray  # (2, 1, P)
     pose_c: np.ndarray
     pose: np.ndarray  # (1, 6) PoseGen's previous output (whatever the pose mode shows)
-    l2l_h: np.ndarray  # (2, 1, H)
-    l2l_c: np.ndarray
-    keypoints: np.ndarray  # (1, 478, 3) previous L2L output
     frontal_source: np.ndarray  # (478, 3) the portrait's mesh in its frontal frame
-    transfer: DenseTransfer | None = None  # stands in for an untrained L2L
+    transfer: DenseTransfer  # sparse landmarks -> the mesh, in the frontal frame
     mfcc_index: int = 0  # the next MFCC frame the encoder consumes
     frame_count: np.int64 = field(default=OPEN_ENDED)  # known once the stream ends
 
@@ -80,9 +80,6 @@ class MotionModel:
         self.lookahead = int(stages.manifest["stages"]["audio_encoder"]["lookahead"])
         self._cache_names = [n for n in stages.audio_encoder.input_names if n.startswith("cache_")]
         self.pose_latent = stages.input_shape("posegen", "z", 1)[1]
-        # A placeholder (all-zero) L2L would pin the face to the portrait; until one is
-        # trained, posed landmarks reach the renderer through the geometric transfer.
-        self.l2l_placeholder = bool(stages.manifest["stages"]["l2l"].get("placeholder", False))
         self._idle_start = IdleMouth.start(self.lookahead)  # refuses too little lookahead
 
     def new_state(
@@ -109,11 +106,8 @@ class MotionModel:
             pose_h=np.zeros(st.input_shape("posegen", "h", 1), np.float32),
             pose_c=np.zeros(st.input_shape("posegen", "c", 1), np.float32),
             pose=np.zeros((1, POSE_DIMS), np.float32),
-            l2l_h=np.zeros(st.input_shape("l2l", "h", 1), np.float32),
-            l2l_c=np.zeros(st.input_shape("l2l", "c", 1), np.float32),
-            keypoints=avatar.kp_source[None].astype(np.float32),
             frontal_source=frontal_mesh(avatar),
-            transfer=frontal_transfer(avatar) if self.l2l_placeholder else None,
+            transfer=frontal_transfer(avatar),
         )
 
     def run(self, state: MotionState, mfcc: np.ndarray) -> list[FrameMotion]:
@@ -177,7 +171,7 @@ class MotionModel:
                 advanced.append(j)
             except Exception as exc:
                 self._failed(i, errors, exc)
-        face: dict[int, tuple[dict, dict, np.ndarray, np.ndarray]] = {}
+        face: dict[int, tuple[dict, np.ndarray, np.ndarray, np.ndarray]] = {}
         keep = [due[j] for j in advanced]
         if keep:
             try:
@@ -211,16 +205,15 @@ class MotionModel:
             if i not in face:
                 continue
             s = states[i]
-            s2l, l2l, spoken, frontal = face[i]
+            s2l, keypoints, spoken, frontal = face[i]
             s.landmarks, s.s2l_h, s.s2l_c = s2l["landmarks"], s2l["new_h"], s2l["new_c"]
             s.pose = pose["pose"][j : j + 1]
             s.pose_h, s.pose_c = pose["new_h"][:, j : j + 1], pose["new_c"][:, j : j + 1]
-            s.keypoints, s.l2l_h, s.l2l_c = l2l["kp"], l2l["new_h"], l2l["new_c"]
             results[i] = FrameMotion(
                 frame_index=positions[i],
                 landmarks=spoken,
                 pose=controls.pose,
-                keypoints=s.keypoints[0],
+                keypoints=keypoints,
                 expression=frontal - s.frontal_source,
             )
         failed_due = {i for i in due if i not in face}
@@ -280,10 +273,11 @@ class MotionModel:
         now: list[FrameControls],
         relaxation: list[float],
         clock: "_Clock",
-    ) -> list[tuple[dict, dict, np.ndarray, np.ndarray]]:
-        """S2L, the face controls, posing and L2L for the due rows, whose portraits show
-        ``relaxation`` of their own lips' parting; writes no state. Per row: (S2L outputs, L2L
-        outputs (batch axes of 1), spoken landmarks (110, 3), frontal keypoints (478, 3))."""
+    ) -> list[tuple[dict, np.ndarray, np.ndarray, np.ndarray]]:
+        """S2L, the face controls, posing and the keypoint transfer for the due rows, whose
+        portraits show ``relaxation`` of their own lips' parting; writes no state. Per row:
+        (S2L outputs (batch axes of 1), keypoints (478, 3) in crop coordinates, spoken landmarks
+        (110, 3), frontal keypoints (478, 3))."""
         st = self.stages
         head = np.stack([c.pose for c in now])
         emotion = np.stack([c.emotion for c in now])
@@ -315,40 +309,16 @@ class MotionModel:
             if c.closure > 0 or c.gaze.any():
                 spoken[j] = pose_eyes(spoken[j], c.closure, c.gaze)
         head_pose = head_poses([s.avatar for s in rows], head)
-        if self.l2l_placeholder:
-            frontal = np.concatenate(
-                [_transfer_of(s).apply(spoken[j : j + 1]) for j, s in enumerate(rows)]
-            )
-            l2l = {
-                "kp": pose_landmarks(frontal, *head_pose),
-                "new_h": np.concatenate([s.l2l_h for s in rows], axis=1),
-                "new_c": np.concatenate([s.l2l_c for s in rows], axis=1),
-            }
-        else:
-            l2l = st.l2l.run(
-                {
-                    "audio": audio,
-                    "landmarks": pose_landmarks(spoken, *head_pose),
-                    "kp_source": np.stack([s.avatar.kp_source for s in rows]),
-                    "previous": np.concatenate([s.keypoints for s in rows]),
-                    "emotion": emotion,
-                    "h": np.concatenate([s.l2l_h for s in rows], axis=1),
-                    "c": np.concatenate([s.l2l_c for s in rows], axis=1),
-                    "first": first,
-                }
-            )
-            frontal = unpose_landmarks(l2l["kp"], *head_pose)
-        clock.lap("l2l")
+        frontal = np.concatenate([s.transfer.apply(spoken[j : j + 1]) for j, s in enumerate(rows)])
+        keypoints = pose_landmarks(frontal, *head_pose)
+        clock.lap("transfer")
         return [
             (
                 {
                     k: s2l[k][j : j + 1] if k == "landmarks" else s2l[k][:, j : j + 1]
                     for k in ("landmarks", "new_h", "new_c")
                 },
-                {
-                    k: l2l[k][j : j + 1] if k == "kp" else l2l[k][:, j : j + 1]
-                    for k in ("kp", "new_h", "new_c")
-                },
+                keypoints[j],
                 spoken[j],
                 frontal[j],
             )
@@ -380,13 +350,6 @@ def head_poses(avatars: list[Avatar], head: np.ndarray):
     return rotation, translation, scale
 
 
-def unpose_landmarks(
-    points: np.ndarray, rotation: np.ndarray, translation: np.ndarray, scale: np.ndarray
-) -> np.ndarray:
-    """Inverse of ``pose_landmarks``: crop coordinates (B, N, 3) -> normalized frontal."""
-    return ((points - translation[:, None, :]) @ rotation / scale).astype(np.float32)
-
-
 class _Clock:
     """Laps into a StageTimes (or nowhere)."""
 
@@ -399,9 +362,3 @@ class _Clock:
         if self._times is not None:
             self._times.add(stage, now - self._last)
         self._last = now
-
-
-def _transfer_of(state: MotionState) -> DenseTransfer:
-    if state.transfer is None:
-        raise RuntimeError("state was made for a trained L2L; it has no landmark transfer")
-    return state.transfer

@@ -1,6 +1,6 @@
 """Stage runners: numpy in, numpy out, whatever the backend.
 
-A model directory holds the four step graphs and ``manifest.json`` (written by
+A model directory holds the three step graphs and ``manifest.json`` (written by
 ``spacelive export``). The backend is chosen by config: ONNX Runtime on the CPU, or its
 CUDA / TensorRT execution providers on a GPU host.
 """
@@ -29,7 +29,7 @@ BACKEND_PROVIDERS = {
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
-STAGES = ("audio_encoder", "s2l", "posegen", "l2l")
+STAGES = ("audio_encoder", "s2l", "posegen")
 
 
 class ModelError(RuntimeError):
@@ -108,13 +108,14 @@ class StageRunner:
 
 @dataclass
 class StageSet:
-    """The four stage runners of one model directory, plus its manifest (and the optional
-    closure head and keypoint basis)."""
+    """The three stage runners of one model directory, plus its manifest (and the optional
+    closure head and keypoint basis). Posed landmarks become keypoints by geometry
+    (``spacelive.transfer``); a directory's Landmarks2Latents graph, if an older export wrote
+    one, is not loaded."""
 
     audio_encoder: StageRunner
     s2l: StageRunner
     posegen: StageRunner
-    l2l: StageRunner
     manifest: dict
     motion_basis: MotionBasis | None = None  # the keypoint stream's, fitted to this S2L
     closure: StageRunner | None = None  # the closure head (``spacelive.closure``), if trained
@@ -128,7 +129,7 @@ class StageSet:
 
 
 def load_stages(model_dir: Path, backend: str = "cpu", threads: int = 1) -> StageSet:
-    """Open the four step graphs of ``model_dir``."""
+    """Open the three step graphs of ``model_dir``."""
     model_dir = Path(model_dir)
     manifest_path = model_dir / "manifest.json"
     if not manifest_path.is_file():

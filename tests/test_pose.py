@@ -158,7 +158,7 @@ def test_a_video_gives_the_head_pose_of_every_frame(tmp_path, analyzer, avatar):
 def test_a_head_pose_turns_every_keypoint_rigidly(tmp_path, avatar):
     """The same speech with the head held turned and tilted, and with it fixed: frontalized
     with their poses, the two streams' 478 keypoints are the same face (the landmark transfer
-    that stands in for an untrained L2L moves the expression, the pose turns the whole mesh)."""
+    moves the expression, the pose turns the whole mesh)."""
     pytest.importorskip("torch")
     from spacelive.audio import offline_mfcc
     from spacelive.bench import speech_like
@@ -167,7 +167,7 @@ def test_a_head_pose_turns_every_keypoint_rigidly(tmp_path, avatar):
     from spacelive.face import normalize_landmarks, rotation_from_angles
 
     stages = randomize(build_stages("tiny", seed=5), seed=6, head_scale=0.5)
-    export_stages(stages, tmp_path, placeholders=frozenset({"l2l"}))
+    export_stages(stages, tmp_path)
     engine = Engine(EngineConfig(models=tmp_path))
 
     mfcc = offline_mfcc(speech_like(1.0, seed=2))

@@ -1,4 +1,4 @@
-"""The features a trained audio encoder gives a corpus: what PoseGen, L2L and (with a frozen
+"""The features a trained audio encoder gives a corpus: what PoseGen and (with a frozen
 encoder) S2L learn from. They come from the model directory's ONNX graph, stepped exactly as a
 stream steps it, so training hears what the server computes."""
 

@@ -16,7 +16,7 @@ was 0.47, against 0.0013 and 0.60 with all batches self-fed, after two thirds of
 
 With ``encoder_models`` (`--encoder-from DIR`), S2L learns on the features of that model
 directory's trained audio encoder, frozen: the int8 graph the server runs, stepped as a stream
-once over the corpus (cached in the output folder). PoseGen and L2L hear that same encoder, so
+once over the corpus (cached in the output folder). PoseGen hears that same encoder, so
 a new S2L then ships without retraining them, and each step skips the encoder. Without it the
 encoder trains jointly with S2L from MFCC.
 

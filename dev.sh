@@ -76,6 +76,23 @@ install() {  # $1: extras, e.g. "" or "train,dev"
   "$VENV/bin/python" -m pip install -q --no-deps "mediapipe==0.10.21"
 }
 
+lint_imports() {
+  # import-linter reads the import graph of the installed tree: in the editable install,
+  # server/, client/, models/, export/ and training/ are mapped into spacelive.* from outside
+  # spacelive/, where its graph builder does not look. So: install a copy and lint that.
+  local site repo venv
+  repo=$PWD
+  venv=$(cd "$VENV" && pwd)
+  site=$(mktemp -d)
+  if ! "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation --target "$site" . \
+       >"$site.log" 2>&1; then
+    cat "$site.log" >&2
+    exit 1
+  fi
+  (cd "$site" && PYTHONPATH="$site" "$venv/bin/lint-imports" --no-cache --config "$repo/pyproject.toml")
+  rm -rf "$site" "$site.log"
+}
+
 command=${1:-}
 [ $# -gt 0 ] && shift
 case "$command" in
@@ -92,6 +109,7 @@ case "$command" in
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
     "$VENV/bin/mypy"
+    lint_imports
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   *)

@@ -3,8 +3,8 @@
     python benchmarks/av_sync.py [--models DIR] [--seconds 30]
 
 Per held-out voice (mbrola us3, flite slt), about 30 s of sentences are rendered exactly as a
-stream delivers them (``spacelive.offline.render_frames``: the same frames, byte for byte), the
-H.264 is decoded, the inner-lip gap is re-detected on every frame with MediaPipe, and its
+stream delivers them (``spacelive.stream.offline.render_frames``: the same frames, byte for
+byte), the H.264 is decoded, the inner-lip gap is re-detected on every frame with MediaPipe, and its
 cross-correlation with the audio's energy envelope (RMS over each frame's 1/30 s) is taken
 over lags of up to 10 frames. The lag of the peak is the offset (positive: the lips trail the
 audio); ``offset_ms`` places the peak between frames (a parabola through its neighbours).
@@ -21,12 +21,12 @@ import av
 import numpy as np
 
 from spacelive import FRAME_RATE, MODEL_SAMPLE_RATE
-from spacelive.bench import write_result
-from spacelive.controls import ControlUpdate
-from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
-from spacelive.face import FaceAnalyzer
-from spacelive.offline import render_frames
-from spacelive.sync import MAX_LAG, best_lag, energy_envelope, lip_gap, refined_lag
+from spacelive.checks.bench import write_result
+from spacelive.checks.sync import MAX_LAG, best_lag, energy_envelope, lip_gap, refined_lag
+from spacelive.face.analysis import FaceAnalyzer
+from spacelive.motion.controls import ControlUpdate
+from spacelive.stream.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
+from spacelive.stream.offline import render_frames
 from spacelive.training.corpus import HELD_OUT, SentenceMaker, synthesize
 
 

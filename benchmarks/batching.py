@@ -6,7 +6,7 @@ use for rendering, memory released.
 Writes benchmarks/results/batching.json:
 - ``row_mixing``: per stage graph, the largest difference between a row run in a batch of 4
   and the same row run alone, for the int8 file as stored and as the server runs it
-  (``spacelive.quantization``);
+  (``spacelive.motion.quantization``);
 - ``motion_step_ms``: one ``MotionModel.step`` (bundled models, default portrait) per tick and
   per session, at 1, 2, 4 and 8 sessions;
 - ``render_threads``: ms per frame rendering (and encoding) 2 x 150 frames one after the other
@@ -15,6 +15,7 @@ Writes benchmarks/results/batching.json:
   sessions of 0.2 s.
 """
 
+import asyncio
 import json
 import os
 import sys
@@ -24,15 +25,14 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from spacelive.audio import offline_mfcc, pcm_s16le
-from spacelive.audio_input import AudioSpec
-from spacelive.batch import BatchEngine
-from spacelive.bench import rss_mb, speech_like, write_result
-from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine
-from spacelive.face import FaceAnalyzer, crop_to_pixels
-from spacelive.runners import StageRunner
-from spacelive.timing import StageTimes
-from spacelive.video import H264Encoder
+from spacelive.checks.bench import rss_mb, speech_like, write_result
+from spacelive.face.analysis import FaceAnalyzer, crop_to_pixels
+from spacelive.media.audio import offline_mfcc, pcm_s16le
+from spacelive.media.timing import StageTimes
+from spacelive.media.video import H264Encoder
+from spacelive.motion.runners import StageRunner
+from spacelive.stream.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine
+from spacelive.stream.runner import Done, StreamRunner
 
 
 def feeds(inputs: list[dict], batch: int, rng) -> dict[str, np.ndarray]:
@@ -99,7 +99,7 @@ def motion_step_ms(engine: Engine, avatar) -> dict:
 def render_threads(engine: Engine, avatar) -> dict:
     import cv2
 
-    from spacelive.renderer import WarpRenderer
+    from spacelive.render.renderer import WarpRenderer
 
     cv2.setNumThreads(1)
     motions = engine.motion.run(engine.motion.new_state(avatar), offline_mfcc(speech_like(5))[:150])
@@ -136,37 +136,32 @@ def render_threads(engine: Engine, avatar) -> dict:
 
 
 def memory(engine: Engine, avatar) -> dict:
-    batch = BatchEngine(engine.motion, workers=2)
-    pids = [os.getpid(), *(w.process.pid for w in batch._pool._workers)]
+    """200 sequential streams through the stream runner, as a server runs them."""
+    runner = StreamRunner(engine, workers=2)
+    pids = [os.getpid(), *(w.process.pid for w in runner.batch._pool._workers)]
     pcm = pcm_s16le(speech_like(0.2, seed=9))
 
-    def one(seed: int) -> None:
-        session = engine.open_session(avatar, AudioSpec(), seed=seed)
-        changed = threading.Event()
-        lane = batch.attach(session, changed.set)
-        batch.submit(lane, session.decode(pcm))
-        rows, total = session.finish()
-        batch.submit(lane, rows, total)
-        taken = 0
-        while taken < total:
-            if lane.error is not None:
-                raise RuntimeError(f"session failed: {lane.error}")
-            changed.wait(0.05)
-            changed.clear()
-            frames = lane.take_frames()
-            lane.sent(len(frames))
-            taken += len(frames)
-        batch.detach(lane)
+    async def one(seed: int) -> None:
+        stream = await runner.open_stream(avatar, seed=seed)
+        try:
+            await stream.push_audio(pcm)
+            await stream.end()
+            items = [item async for item in stream]
+            assert isinstance(items[-1], Done) and items[-1].frames == len(items) - 1
+        finally:
+            stream.close()
+
+    async def many(seeds: range) -> None:
+        for seed in seeds:
+            await one(seed)
 
     try:
-        for seed in range(20):
-            one(seed)
+        asyncio.run(many(range(20)))
         before, t0 = rss_mb(pids), time.perf_counter()
-        for seed in range(200):
-            one(seed)
+        asyncio.run(many(range(200)))
         after, seconds = rss_mb(pids), time.perf_counter() - t0
     finally:
-        batch.close()
+        runner.close()
     return {
         "sessions": 200,
         "rss_before_mb": round(before, 1),

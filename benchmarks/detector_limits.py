@@ -28,11 +28,12 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from spacelive import FRAME_SIZE
-from spacelive.bench import write_result
-from spacelive.face import FaceAnalyzer, fit_head_pose, pixels_to_crop
-from spacelive.landmarks import EYES
-from spacelive.render_checks import RenderChecker, eye_aspect_ratio, standard_portraits
-from spacelive.rig import FaceCommand
+from spacelive.checks.bench import write_result
+from spacelive.checks.render_checks import RenderChecker, eye_aspect_ratio
+from spacelive.face.analysis import FaceAnalyzer, fit_head_pose, pixels_to_crop
+from spacelive.face.landmarks import EYES
+from spacelive.face.portraits import standard_portraits
+from spacelive.face.rig import FaceCommand
 
 ANGLES = np.arange(-15.0, 15.1, 5.0)
 FACE_POINTS = 468  # the mesh without the iris points

@@ -1,4 +1,4 @@
-"""How well the server's idle rule (``spacelive.idle``) tells speech from a room's silence.
+"""How well the server's idle rule (``spacelive.motion.idle``) tells speech from a room's silence.
 
     python benchmarks/idle_mouth.py [--utterances 120]
 
@@ -26,10 +26,10 @@ import numpy as np
 from scipy import signal
 
 from spacelive import MODEL_SAMPLE_RATE, idle
-from spacelive.audio import frame_count, offline_mfcc
-from spacelive.bench import write_result
-from spacelive.engine import DEFAULT_MODELS
-from spacelive.idle import audio_relaxation, relaxation_track
+from spacelive.checks.bench import write_result
+from spacelive.media.audio import frame_count, offline_mfcc
+from spacelive.motion.idle import audio_relaxation, relaxation_track
+from spacelive.stream.engine import DEFAULT_MODELS
 from spacelive.training.corpus import SentenceMaker, training_voices, utterance
 from spacelive.training.teacher import speaking_frames
 

@@ -21,15 +21,16 @@ import av
 import numpy as np
 
 from spacelive import FRAME_RATE, MODEL_SAMPLE_RATE
-from spacelive.audio import pcm_s16le
-from spacelive.audio_input import AudioSpec
-from spacelive.bench import write_result
+from spacelive.checks.bench import write_result
 from spacelive.client.keypoints import KeypointReceiver
-from spacelive.controls import ControlUpdate
-from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
-from spacelive.face import FaceAnalyzer
-from spacelive.keypoints import rig_json
-from spacelive.landmarks import EMOTIONS
+from spacelive.face.analysis import FaceAnalyzer
+from spacelive.face.landmarks import EMOTIONS
+from spacelive.media.audio import pcm_s16le
+from spacelive.media.audio_input import AudioSpec
+from spacelive.media.video import EncodedFrame
+from spacelive.motion.controls import ControlUpdate
+from spacelive.motion.keypoints import rig_json
+from spacelive.stream.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.training.corpus import HELD_OUT, SentenceMaker, synthesize
 
 HAPPY = np.zeros(len(EMOTIONS), np.float32)
@@ -43,13 +44,14 @@ CONTROLS = {
 
 
 def stream(engine, avatar, samples, controls, output):
-    session = engine.open_session(avatar, AudioSpec(), controls, seed=1, output=output)
+    """The frames of one stream fed 20 ms chunks, as a microphone sends them."""
+    stream = engine.open_stream(avatar, AudioSpec(), controls, seed=1, output=output)
     pcm, step = pcm_s16le(samples), 2 * 320
-    frames = []
     for start in range(0, len(pcm), step):
-        frames += session.feed(pcm[start : start + step])
-    frames += session.flush()
-    session.close()
+        stream.push_audio(pcm[start : start + step])
+    stream.end()
+    frames = [item for item in stream if isinstance(item, EncodedFrame)]
+    stream.close()
     return frames
 
 
@@ -82,7 +84,7 @@ def main() -> int:
             pieces.append(synthesize(voice, sentences.sentence("en", rng), rng)[0])
         samples = np.concatenate(pieces)
         for name, controls in CONTROLS.items():
-            video = stream(engine, avatar, samples, controls, "video")
+            video = stream(engine, avatar, samples, controls, "h264")
             keypoints = stream(engine, avatar, samples, controls, "keypoints")
             receiver = KeypointReceiver(setup, avatar.image)
             codec = av.CodecContext.create("h264", "r")

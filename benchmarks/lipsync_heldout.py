@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from spacelive.bench import write_result
-from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
-from spacelive.face import FaceAnalyzer
-from spacelive.render_checks import standard_portraits
+from spacelive.checks.bench import write_result
+from spacelive.face.analysis import FaceAnalyzer
+from spacelive.face.portraits import standard_portraits
+from spacelive.stream.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.training.alignment import Phone
 from spacelive.training.corpus import HELD_OUT, SentenceMaker, parse_voices, synthesize
 from spacelive.training.lipsync_eval import evaluate, silence_drift

@@ -14,12 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from spacelive.audio import pcm_s16le
-from spacelive.audio_input import AudioSpec
-from spacelive.bench import RESULTS
-from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
-from spacelive.face import FaceAnalyzer
-from spacelive.sheet import contact_sheet, decode
+from spacelive.checks.bench import RESULTS
+from spacelive.checks.sheet import contact_sheet, decode
+from spacelive.stream.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
+from spacelive.stream.offline import render_frames
 from spacelive.training.corpus import Voice, synthesize
 
 SHOW = {
@@ -45,9 +43,7 @@ def main() -> int:
     args = parser.parse_args()
     samples, phones = synthesize(Voice("mbrola", "us3", "en"), args.text, np.random.default_rng(0))
     engine = Engine(EngineConfig(models=Path(args.models)))
-    avatar = FaceAnalyzer().analyze(DEFAULT_PORTRAIT.read_bytes())
-    session = engine.open_session(avatar, AudioSpec(sample_rate=16_000))
-    frames = session.feed(pcm_s16le(samples)) + session.flush()
+    frames = render_frames(engine, DEFAULT_PORTRAIT.read_bytes(), samples, 16_000)
     pictures = decode(frames, {f.frame_index for f in frames})
     chosen, seen = {}, set()
     for phone in phones:

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from spacelive.bench import write_result
-from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
-from spacelive.face import FaceAnalyzer
+from spacelive.checks.bench import write_result
+from spacelive.face.analysis import FaceAnalyzer
+from spacelive.stream.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.training.corpus import HELD_OUT, SentenceMaker, Voice, synthesize
 from spacelive.training.lipsync_eval import landmark_tracks, metrics
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import av
 
-from spacelive.audio import write_wav
-from spacelive.bench import speech_like, write_result
-from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
-from spacelive.offline import render_file
+from spacelive.checks.bench import speech_like, write_result
+from spacelive.media.audio import write_wav
+from spacelive.stream.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
+from spacelive.stream.offline import render_file
 
 
 def main() -> int:
@@ -31,7 +31,7 @@ def main() -> int:
         write_wav(wav, speech_like(60 * args.minutes), 16_000)
         engine = Engine(EngineConfig(models=Path(args.models)))
         t0 = time.perf_counter()
-        frames = render_file(engine, DEFAULT_PORTRAIT, wav, out)
+        frames = len(render_file(engine, DEFAULT_PORTRAIT, wav, out))
         seconds = time.perf_counter() - t0
         with av.open(str(out)) as container:
             video, sound = container.streams.video[0], container.streams.audio[0]

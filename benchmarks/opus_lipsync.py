@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from spacelive import MODEL_SAMPLE_RATE
-from spacelive.audio import Resampler
-from spacelive.audio_input import AudioSpec, open_input
-from spacelive.bench import write_result
+from spacelive.checks.bench import write_result
 from spacelive.client.opus import opus_packets
-from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
-from spacelive.face import FaceAnalyzer
+from spacelive.face.analysis import FaceAnalyzer
+from spacelive.media.audio import Resampler
+from spacelive.media.audio_input import AudioSpec, open_input
+from spacelive.stream.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.training.corpus import HELD_OUT, SentenceMaker, synthesize
 from spacelive.training.lipsync_eval import evaluate
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from spacelive.bench import write_result
-from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
-from spacelive.face import FaceAnalyzer
-from spacelive.render_checks import standard_portraits
-from spacelive.renderer import WarpRenderer
+from spacelive.checks.bench import write_result
+from spacelive.face.analysis import FaceAnalyzer
+from spacelive.face.portraits import standard_portraits
+from spacelive.render.renderer import WarpRenderer
+from spacelive.stream.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.training.corpus import HELD_OUT, SentenceMaker, parse_voices, synthesize
 from spacelive.training.phonetic_eval import Counts, pool, score_track, track
 

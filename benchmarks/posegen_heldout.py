@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from spacelive import FRAME_RATE, MODEL_SAMPLE_RATE
-from spacelive.audio import offline_mfcc
-from spacelive.bench import write_result
-from spacelive.controls import ControlUpdate
-from spacelive.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
-from spacelive.face import FaceAnalyzer
+from spacelive.checks.bench import write_result
+from spacelive.face.analysis import FaceAnalyzer
+from spacelive.media.audio import offline_mfcc
+from spacelive.motion.controls import ControlUpdate
+from spacelive.stream.engine import DEFAULT_MODELS, DEFAULT_PORTRAIT, Engine, EngineConfig
 from spacelive.training.alignment import Phone
 from spacelive.training.corpus import HELD_OUT, SentenceMaker, Voice, synthesize
 from spacelive.training.head_motion import activity, head_motion

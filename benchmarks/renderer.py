@@ -25,13 +25,13 @@ import cv2
 import numpy as np
 
 from spacelive import FRAME_SIZE
-from spacelive.bench import write_result
-from spacelive.engine import DEFAULT_PORTRAIT
-from spacelive.face import FaceAnalyzer
-from spacelive.renderer import EYES, WarpRenderer, _Window
-from spacelive.renderer_onnx import OnnxRenderer
-from spacelive.rig import FaceCommand, FaceRig
-from spacelive.video import H264Encoder
+from spacelive.checks.bench import write_result
+from spacelive.face.analysis import FaceAnalyzer
+from spacelive.face.rig import FaceCommand, FaceRig
+from spacelive.media.video import H264Encoder
+from spacelive.render.renderer import EYES, WarpRenderer, _Window
+from spacelive.render.renderer_onnx import OnnxRenderer
+from spacelive.stream.engine import DEFAULT_PORTRAIT
 
 
 def sweep(frames: int, mouth: bool, eyes: bool) -> list[FaceCommand]:

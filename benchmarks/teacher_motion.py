@@ -17,9 +17,9 @@ import sys
 
 import numpy as np
 
-from spacelive.bench import write_result
-from spacelive.face_model import face_model
-from spacelive.landmarks import MESH_TO_SPARSE, closed_mouth, inner_lip_gap
+from spacelive.checks.bench import write_result
+from spacelive.face.head_model import face_model
+from spacelive.face.landmarks import MESH_TO_SPARSE, closed_mouth, inner_lip_gap
 from spacelive.training import teacher
 from spacelive.training.corpus import SentenceMaker, Voice, synthesize
 from spacelive.training.lipsync_eval import metrics

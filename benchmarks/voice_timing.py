@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from spacelive import MODEL_SAMPLE_RATE
-from spacelive.bench import write_result
+from spacelive.checks.bench import write_result
 from spacelive.training.corpus import HELD_OUT, SentenceMaker, synthesize, training_voices
 
 STOPS = {"P", "B", "T", "D", "K", "G"}

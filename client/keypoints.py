@@ -7,22 +7,17 @@ video on the client, as a conferencing client on a bad link would.
 
 From ``ready.keypoints`` it takes the portrait's rig and the motion basis; the portrait's
 pixels come from GET /v1/avatars/{id}/image (once). Each keypoint frame is decoded
-(``spacelive.keypoints``): the portrait's frontal mesh plus the frame's expression, posed by
+(``spacelive.motion.keypoints``): the portrait's frontal mesh plus the frame's expression, posed by
 the frame's head pose, are the renderer's keypoints; the numpy renderer draws them.
 """
 
-import io
-import urllib.request
-
 import numpy as np
-from PIL import Image
 
-from spacelive.client.stream import http_base
-from spacelive.face import crop_to_pixels, pose_landmarks
-from spacelive.keypoints import KeypointDecoder, MotionBasis, avatar_from_rig
-from spacelive.motion import frontal_mesh, head_poses
-from spacelive.renderer import Renderer, WarpRenderer
-from spacelive.video import EncodedFrame
+from spacelive.face.analysis import crop_to_pixels, pose_landmarks
+from spacelive.media.video import EncodedFrame
+from spacelive.motion.keypoints import KeypointDecoder, MotionBasis, avatar_from_rig
+from spacelive.motion.loop import frontal_mesh, head_poses
+from spacelive.render.renderer import Renderer, WarpRenderer
 
 
 class KeypointReceiver:
@@ -47,9 +42,3 @@ class KeypointReceiver:
     def render(self, frame: EncodedFrame) -> np.ndarray:
         """A kind-2 frame -> RGB (512, 512, 3) uint8."""
         return self._renderer.render(self._source, crop_to_pixels(self.keypoints(frame)))
-
-
-def fetch_avatar_image(ws_url: str, avatar_id: str) -> np.ndarray:
-    url = f"{http_base(ws_url)}/v1/avatars/{avatar_id}/image"
-    with urllib.request.urlopen(url, timeout=60) as response:
-        return np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB"))

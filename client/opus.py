@@ -1,6 +1,6 @@
 """Opus for the uplink of a bad link: float audio -> Opus packets (as WebCodecs' AudioEncoder
 sends them) or an Ogg Opus stream, with PyAV's libopus. The server's side is
-``spacelive.audio_input``."""
+``spacelive.media.audio_input``."""
 
 import io
 import struct
@@ -8,8 +8,8 @@ import struct
 import av
 import numpy as np
 
-from spacelive.audio import pcm_s16le
-from spacelive.audio_input import OPUS_RATE
+from spacelive.media.audio import pcm_s16le
+from spacelive.media.audio_input import OPUS_RATE
 
 PACKET_MS = 20
 PACKET_SAMPLES = OPUS_RATE * PACKET_MS // 1000

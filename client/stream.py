@@ -3,6 +3,7 @@ a browser on a bad link sends them), records the frames, writes an MP4 (received
 is, plus AAC audio) and per-frame latency statistics."""
 
 import asyncio
+import io
 import json
 import logging
 import time
@@ -14,12 +15,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import websockets
+from PIL import Image
 
 from spacelive import FRAME_RATE
-from spacelive.audio import pcm_s16le, read_audio
 from spacelive.client.opus import PACKET_MS, opus_packets
+from spacelive.media.audio import pcm_s16le, read_audio
+from spacelive.media.video import EncodedFrame, H264Encoder, write_mp4
 from spacelive.server.protocol import WEBSOCKET_MAX_BYTES, parse_frame_message
-from spacelive.video import EncodedFrame, H264Encoder, write_mp4
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,12 @@ def http_base(ws_url: str) -> str:
     if scheme is None:
         raise ValueError(f"{ws_url!r} is not a ws:// or wss:// URL")
     return urlunsplit((scheme, parts.netloc, "", "", ""))
+
+
+def fetch_avatar_image(ws_url: str, avatar_id: str) -> np.ndarray:
+    url = f"{http_base(ws_url)}/v1/avatars/{avatar_id}/image"
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB"))
 
 
 def upload_portrait(ws_url: str, image: bytes) -> str:
@@ -264,7 +272,7 @@ def run_stream(
 
 def _render_keypoints(url: str, result: StreamResult) -> list[EncodedFrame]:
     """A keypoint stream rendered by the reference receiver, encoded as the server would."""
-    from spacelive.client.keypoints import KeypointReceiver, fetch_avatar_image
+    from spacelive.client.keypoints import KeypointReceiver
 
     if "keypoints" not in result.ready:
         raise StreamError("the server did not start a keypoint stream")

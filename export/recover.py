@@ -4,7 +4,7 @@ files are at hand but the training run's checkpoint is not (a new machine, a rel
 Every float initializer of a step graph is one tensor of the stage's torch module as it is
 (BatchNorm statistics, biases), transposed (a Linear weight under MatMul), or the sum of an
 LSTM layer's two biases. Which, is found by exporting the same module with distinct random
-values and matching them; an int8 graph is dequantized first (``spacelive.quantization``), so
+values and matching them; an int8 graph is dequantized first (``spacelive.motion.quantization``), so
 the weights recovered are the int8 weights the server runs, in fp32. The recovered module is
 checked against the graph as served, on inputs at the scale the stage sees, before it is kept.
 """
@@ -28,9 +28,9 @@ from spacelive.export.stages import (
     step_example,
     step_modules,
 )
-from spacelive.face_model import face_model
-from spacelive.landmarks import MESH_POINTS, MESH_TO_SPARSE, SPARSE_POINTS
-from spacelive.quantization import dequantize, is_quantized
+from spacelive.face.head_model import face_model
+from spacelive.face.landmarks import MESH_POINTS, MESH_TO_SPARSE, SPARSE_POINTS
+from spacelive.motion.quantization import dequantize, is_quantized
 
 PARITY_ATOL = 0.02
 """Largest difference allowed between the recovered module and the graph as served: an int8

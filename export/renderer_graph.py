@@ -1,4 +1,4 @@
-"""The renderer's ONNX twin: the per-pixel work of ``spacelive.renderer.WarpRenderer`` as one
+"""The renderer's ONNX twin: the per-pixel work of ``spacelive.render.renderer.WarpRenderer`` as one
 graph, for GPU hosts (ONNX Runtime's CUDA or TensorRT providers).
 
 The CPU keeps what is small and irregular: the coarse global flow (a 66 x 66 grid from a
@@ -26,9 +26,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from spacelive import FRAME_SIZE
-from spacelive import mouth_look as look
-from spacelive.face_model import face_model
-from spacelive.renderer import (
+from spacelive.face.head_model import face_model
+from spacelive.render import mouth_look as look
+from spacelive.render.renderer import (
     _PROFILE_SAMPLES,
     GRID,
     LASH_WIDTH,

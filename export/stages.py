@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from spacelive.landmarks import EMOTIONS, POSE_DIMS, SPARSE_POINTS
+from spacelive.face.landmarks import EMOTIONS, POSE_DIMS, SPARSE_POINTS
 from spacelive.models.audio_encoder import LOOKAHEAD, N_MFCC, AudioEncoder, AudioEncoderStep
 from spacelive.models.posegen import PoseGen, PoseGenStep
 from spacelive.models.speech2landmarks import Speech2Landmarks, Speech2LandmarksStep
@@ -35,7 +35,7 @@ STAGE_FILES = {
 @dataclass
 class Stages:
     """The three trainable stages at one width (posed landmarks become the renderer's keypoints
-    by geometry, ``spacelive.transfer``)."""
+    by geometry, ``spacelive.motion.transfer``)."""
 
     width: Width
     audio_encoder: AudioEncoder

@@ -5,7 +5,7 @@ machines, which have no GPU: see the closing notes of issue 7 for what was verif
 
 For every stage (and the renderer's ONNX twin):
 - the graph is the one the server runs: int8 weights dequantized to fp32
-  (``spacelive.quantization.dequantize``; TensorRT has no ConvInteger / MatMulInteger);
+  (``spacelive.motion.quantization.dequantize``; TensorRT has no ConvInteger / MatMulInteger);
 - one optimization profile over the batch dimension: min 1, opt ``opt_batch``, max
   ``max_batch`` sessions (the batched engine steps every live session in one call);
 - fp16 kernels allowed (``BuilderFlag.FP16``); parity with fp32 is checked by
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import onnx
 
-from spacelive.quantization import dequantize, is_quantized
-from spacelive.runners import STAGES
+from spacelive.motion.quantization import dequantize, is_quantized
+from spacelive.motion.runners import STAGES
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def build_engines(
     folder = (cache or model_dir / "tensorrt") / gpu_key()
     folder.mkdir(parents=True, exist_ok=True)
     graphs = {stage: model_dir / manifest["stages"][stage]["file"] for stage in STAGES}
-    from spacelive.renderer_onnx import RENDERER_GRAPH
+    from spacelive.render.renderer_onnx import RENDERER_GRAPH
 
     graphs["renderer"] = RENDERER_GRAPH
     logger = trt.Logger(trt.Logger.WARNING)

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from spacelive.landmarks import POSE_DIMS
+from spacelive.face.landmarks import POSE_DIMS
 from spacelive.models.layers import lstm_step
 from spacelive.models.widths import Width
 

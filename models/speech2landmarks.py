@@ -11,7 +11,7 @@ Landmarks are (110, 3): 68 iBUG points then 42 eye points, normalized (ears 2 ap
 import torch
 from torch import nn
 
-from spacelive.landmarks import EMOTIONS, EYE_POINTS, FACE_POINTS, SPARSE_POINTS
+from spacelive.face.landmarks import EMOTIONS, EYE_POINTS, FACE_POINTS, SPARSE_POINTS
 from spacelive.models.layers import MLP, FiLM, lstm_step
 from spacelive.models.widths import Width
 

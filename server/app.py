@@ -14,12 +14,11 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from spacelive import __version__
-from spacelive.batch import BatchEngine
-from spacelive.engine import DEFAULT_PORTRAIT, Engine, EngineConfig
-from spacelive.face import MAX_PORTRAIT_BYTES, FaceAnalyzer, PortraitError
-from spacelive.render_pool import RendererSpec
+from spacelive.face.analysis import MAX_PORTRAIT_BYTES, FaceAnalyzer, PortraitError
 from spacelive.server.avatars import AvatarStore
 from spacelive.server.stream import StreamHandler
+from spacelive.stream.engine import DEFAULT_PORTRAIT, Engine, EngineConfig
+from spacelive.stream.runner import StreamRunner
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +44,21 @@ def create_app(config: ServerConfig = ServerConfig()) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         executor = ThreadPoolExecutor(config.workers, thread_name_prefix="spacelive-worker")
-        engine = Engine(config.engine)
-        batch = BatchEngine(
-            engine.motion,
+        runner = StreamRunner(
+            Engine(config.engine),
             workers=max(1, min(config.workers, config.max_sessions)),  # one session each at most
-            renderer=RendererSpec(
-                config.engine.renderer, config.engine.backend, config.engine.threads
-            ),
+            executor=executor,
         )
+        engine = runner.engine
         avatars = AvatarStore(FaceAnalyzer(), config.default_portrait)
         app.state.executor = executor
         app.state.avatars = avatars
-        app.state.streams = StreamHandler(engine, batch, avatars, executor, config.max_sessions)
+        app.state.streams = StreamHandler(runner, avatars, config.max_sessions)
         log.info("spacelive %s ready (%s models)", __version__, engine.stages.manifest["width"])
         try:
             yield
         finally:
-            batch.close()
+            runner.close()
             executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
@@ -98,7 +95,7 @@ def create_app(config: ServerConfig = ServerConfig()) -> FastAPI:
         return {
             "status": "ok",
             "version": __version__,
-            "models": streams.engine.stages.manifest["width"],
+            "models": streams.runner.engine.stages.manifest["width"],
             "sessions": streams.active,
             "max_sessions": streams.max_sessions,
         }

@@ -6,7 +6,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from spacelive.face import Avatar, FaceAnalyzer
+from spacelive.face.analysis import Avatar, FaceAnalyzer
 
 log = logging.getLogger(__name__)
 

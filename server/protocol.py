@@ -21,26 +21,26 @@ from pydantic import (
 )
 
 from spacelive import FRAME_RATE, FRAME_SIZE
-from spacelive.audio import SUPPORTED_SAMPLE_RATES
-from spacelive.audio_input import OPUS_RATE, AudioSpec
-from spacelive.controls import (
+from spacelive.face.analysis import Avatar
+from spacelive.face.landmarks import EMOTIONS
+from spacelive.media.audio import SUPPORTED_SAMPLE_RATES
+from spacelive.media.audio_input import OPUS_RATE, AudioSpec
+from spacelive.media.video import EncodedFrame
+from spacelive.motion.controls import (
     DEFAULT_BLINKS_PER_MINUTE,
     MAX_BLINKS_PER_MINUTE,
     MAX_MOUTH_SCALE,
     ControlUpdate,
 )
-from spacelive.face import Avatar
-from spacelive.gaze import MAX_GAZE, MAX_TRAJECTORY_POINTS, GazeTrajectory
-from spacelive.keypoints import MotionBasis, rig_json
-from spacelive.landmarks import EMOTIONS
-from spacelive.pose import (
+from spacelive.motion.gaze import MAX_GAZE, MAX_TRAJECTORY_POINTS, GazeTrajectory
+from spacelive.motion.keypoints import MotionBasis, rig_json
+from spacelive.motion.pose import (
     MAX_TRACK_FRAMES,
     MAX_TRANSLATION,
     POSE_MODES,
     PoseTrack,
     PoseTrackError,
 )
-from spacelive.video import EncodedFrame
 
 PROTOCOL_VERSION: Literal[1] = 1
 MAX_AUDIO_MESSAGE_BYTES = 1 << 20

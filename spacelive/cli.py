@@ -35,7 +35,7 @@ def _configure_logging(level: str, as_json: bool) -> None:
 
 
 def _engine_config(args):
-    from spacelive.engine import EngineConfig
+    from spacelive.stream.engine import EngineConfig
 
     return EngineConfig(
         models=Path(args.models),
@@ -65,7 +65,7 @@ def _cmd_serve(args) -> int:
 
 
 def _cmd_bench_latency(args) -> int:
-    from spacelive.bench import bench_latency
+    from spacelive.checks.bench import bench_latency
 
     models = Path(args.models) if args.models else None
     result = bench_latency(args.sessions, args.seconds, models, args.label, args.threads)
@@ -74,7 +74,7 @@ def _cmd_bench_latency(args) -> int:
 
 
 def _cmd_bench_throughput(args) -> int:
-    from spacelive.bench import bench_throughput
+    from spacelive.checks.bench import bench_throughput
 
     models = Path(args.models) if args.models else None
     result = bench_throughput(args.max_sessions, args.seconds, models, args.label)
@@ -83,7 +83,7 @@ def _cmd_bench_throughput(args) -> int:
 
 
 def _cmd_bench_stages(args) -> int:
-    from spacelive.bench import bench_stages
+    from spacelive.checks.bench import bench_stages
 
     print(json.dumps(bench_stages(args.frames, args.label), indent=2))
     return 0
@@ -109,8 +109,8 @@ def _cmd_stream(args, output: str = "video") -> int:
 
 
 def _cmd_render(args) -> int:
-    from spacelive.engine import Engine
-    from spacelive.offline import render_file
+    from spacelive.stream.engine import Engine
+    from spacelive.stream.offline import render_file
 
     t0 = time.perf_counter()
     frames = render_file(
@@ -120,19 +120,24 @@ def _cmd_render(args) -> int:
         Path(args.output),
         _controls(**vars(args)).update(),
         seed=args.seed,
-        contact_sheet=Path(args.contact_sheet) if args.contact_sheet else None,
     )
     elapsed = time.perf_counter() - t0
-    print(json.dumps({"frames": frames, "seconds": elapsed, "output": args.output}))
+    if args.contact_sheet:
+        from PIL import Image
+
+        from spacelive.checks.sheet import contact_sheet, decoded_frames
+
+        Image.fromarray(contact_sheet(decoded_frames(frames))).save(args.contact_sheet)
+    print(json.dumps({"frames": len(frames), "seconds": elapsed, "output": args.output}))
     return 0
 
 
 def _cmd_eval_controls(args) -> int:
-    from spacelive.audio import read_speech
-    from spacelive.control_checks import evaluate, held_out_speech
-    from spacelive.engine import Engine
-    from spacelive.face import FaceAnalyzer
-    from spacelive.render_checks import standard_portraits
+    from spacelive.checks.control_checks import evaluate, held_out_speech
+    from spacelive.face.analysis import FaceAnalyzer
+    from spacelive.face.portraits import standard_portraits
+    from spacelive.media.audio import read_speech
+    from spacelive.stream.engine import Engine
 
     speech = read_speech(Path(args.audio)) if args.audio else held_out_speech()
     portraits = standard_portraits()
@@ -162,16 +167,17 @@ def _cmd_eval_controls(args) -> int:
 def _cmd_eval_render(args) -> int:
     from PIL import Image
 
-    from spacelive.engine import Engine
-    from spacelive.render_checks import evaluate, standard_portraits
+    from spacelive.checks.render_checks import evaluate
+    from spacelive.face.portraits import standard_portraits
+    from spacelive.stream.engine import Engine
 
     portraits = standard_portraits()
     if args.portrait:
         portraits = {
             p: (portraits[p] if p in portraits else Path(p).read_bytes()) for p in args.portrait
         }
-    from spacelive.audio import read_speech
-    from spacelive.control_checks import held_out_speech
+    from spacelive.checks.control_checks import held_out_speech
+    from spacelive.media.audio import read_speech
 
     speech = read_speech(Path(args.audio)) if args.audio else held_out_speech(args.seconds)
     motion = Engine(_engine_config(args)).motion
@@ -229,7 +235,7 @@ def _add_trainer_options(parser, stage: str, self_feed: str, hears_encoder: bool
     """The options every trainer takes; defaults (None) are its config class's."""
     parser.add_argument("--data", required=True, help="corpus folder from `spacelive data synth`")
     if hears_encoder:
-        from spacelive.engine import DEFAULT_MODELS
+        from spacelive.stream.engine import DEFAULT_MODELS
 
         parser.add_argument(
             "--models", default=str(DEFAULT_MODELS), help="model directory whose encoder to hear"
@@ -263,7 +269,7 @@ def _cmd_train_s2l(args) -> int:
 
 
 def _cmd_train_posegen(args) -> int:
-    from spacelive.runners import load_stages
+    from spacelive.motion.runners import load_stages
     from spacelive.training.train_posegen import PoseTrainConfig, train
 
     stages = load_stages(Path(args.models))
@@ -279,9 +285,9 @@ def _cmd_client_render_keypoints(args) -> int:
 
 
 def _cmd_train_basis(args) -> int:
-    from spacelive.engine import Engine, EngineConfig
-    from spacelive.face import FaceAnalyzer
-    from spacelive.render_checks import standard_portraits
+    from spacelive.face.analysis import FaceAnalyzer
+    from spacelive.face.portraits import standard_portraits
+    from spacelive.stream.engine import Engine, EngineConfig
     from spacelive.training.motion_basis import corpus_mfccs, fit_basis
 
     motion = Engine(EngineConfig(models=Path(args.models))).motion
@@ -313,8 +319,8 @@ def _cmd_train_baseline(args) -> int:
 
 
 def _cmd_teach(args) -> int:
-    from spacelive.engine import DEFAULT_PORTRAIT
-    from spacelive.face import FaceAnalyzer
+    from spacelive.face.analysis import FaceAnalyzer
+    from spacelive.stream.engine import DEFAULT_PORTRAIT
     from spacelive.training.alignment import read_alignment
     from spacelive.training.teacher import articulation, landmark_targets
 
@@ -392,7 +398,7 @@ def _controls(
 
 def _pose_track_json(path: Path) -> dict:
     """--pose PATH: a pose-track JSON file as it is, or a video's head motion extracted."""
-    from spacelive.pose import PoseTrackError, track_from_video
+    from spacelive.motion.pose import PoseTrackError, track_from_video
 
     if not path.is_file():
         raise SystemExit(f"--pose: {path} is neither generated, fixed nor an existing file")
@@ -437,9 +443,9 @@ def _add_control_options(parser) -> None:
 
 
 def _cmd_eval_lipsync(args) -> int:
-    from spacelive.audio import read_speech
-    from spacelive.engine import DEFAULT_PORTRAIT, Engine
-    from spacelive.face import FaceAnalyzer
+    from spacelive.face.analysis import FaceAnalyzer
+    from spacelive.media.audio import read_speech
+    from spacelive.stream.engine import DEFAULT_PORTRAIT, Engine
     from spacelive.training.alignment import read_alignment
     from spacelive.training.lipsync_eval import evaluate
 
@@ -455,10 +461,10 @@ def _cmd_eval_lipsync(args) -> int:
 
 
 def _cmd_eval_phonetic(args) -> int:
-    from spacelive.audio import read_speech
-    from spacelive.engine import DEFAULT_PORTRAIT, Engine
-    from spacelive.face import FaceAnalyzer
-    from spacelive.renderer import WarpRenderer
+    from spacelive.face.analysis import FaceAnalyzer
+    from spacelive.media.audio import read_speech
+    from spacelive.render.renderer import WarpRenderer
+    from spacelive.stream.engine import DEFAULT_PORTRAIT, Engine
     from spacelive.training.alignment import read_alignment
     from spacelive.training.phonetic_eval import pool, score_track, track
 
@@ -477,8 +483,8 @@ def _cmd_eval_phonetic(args) -> int:
 
 def _cmd_export(args) -> int:
     if args.backend == "tensorrt":
-        from spacelive.engine import DEFAULT_MODELS
         from spacelive.export.tensorrt import build_engines
+        from spacelive.stream.engine import DEFAULT_MODELS
 
         plans = build_engines(Path(args.models) if args.models else DEFAULT_MODELS)
         print(json.dumps({stage: str(plan) for stage, plan in plans.items()}, indent=2))
@@ -494,7 +500,7 @@ def _cmd_export(args) -> int:
         replace_stage,
         zero,
     )
-    from spacelive.runners import ModelError
+    from spacelive.motion.runners import ModelError
 
     stages = build_stages(args.width, seed=args.seed)
     provenance = json.loads(Path(args.provenance).read_text()) if args.provenance else {}
@@ -560,7 +566,7 @@ def _export_s2l_beside_encoder(
     """Replace S2L in the model directory ``output``, which must hold the very encoder the
     checkpoint was trained on."""
     from spacelive.export.stages import quantize_int8, replace_stage
-    from spacelive.runners import ModelError
+    from spacelive.motion.runners import ModelError
 
     manifest_path = output / "manifest.json"
     if not manifest_path.is_file():
@@ -584,7 +590,7 @@ def _export_s2l_beside_encoder(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from spacelive.engine import DEFAULT_MODELS
+    from spacelive.stream.engine import DEFAULT_MODELS
 
     parser = argparse.ArgumentParser(prog="spacelive", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
@@ -847,8 +853,8 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input (an alignment, a portrait, a model directory): its message, no traceback.
         # The modules are imported here only if they raised, so this costs nothing otherwise.
         from spacelive.export.tensorrt import TensorRTError
-        from spacelive.face import PortraitError
-        from spacelive.runners import ModelError
+        from spacelive.face.analysis import PortraitError
+        from spacelive.motion.runners import ModelError
         from spacelive.training.alignment import AlignmentError
 
         if not isinstance(exc, (AlignmentError, PortraitError, ModelError, TensorRTError)):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spacelive.engine import Engine, EngineConfig
-from spacelive.face import FaceAnalyzer
+from spacelive.face.analysis import FaceAnalyzer
+from spacelive.stream.engine import Engine, EngineConfig
 
 
 def pytest_collection_modifyitems(config, items):
@@ -26,9 +26,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def frames_of(stream) -> list:
+    """The frames a ``LocalStream`` has made since last asked (its ``Done`` left out)."""
+    from spacelive.media.video import EncodedFrame
+
+    return [item for item in stream if isinstance(item, EncodedFrame)]
+
+
 def portrait_bytes(name: str) -> bytes:
-    """A standard public-domain portrait (``render_checks.standard_portraits``) as bytes."""
-    from spacelive.render_checks import standard_portraits
+    """A standard public-domain portrait (``portraits.standard_portraits``) as bytes."""
+    from spacelive.face.portraits import standard_portraits
 
     return standard_portraits()[name]
 
@@ -43,9 +50,9 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 def tiny_models(tmp_path_factory) -> Path:
     """Tiny-width stages with random weights (heads included), so outputs move."""
     pytest.importorskip("torch")
-    from spacelive.audio import offline_mfcc
-    from spacelive.bench import speech_like
+    from spacelive.checks.bench import speech_like
     from spacelive.export.stages import build_stages, export_stages, randomize
+    from spacelive.media.audio import offline_mfcc
     from spacelive.training.motion_basis import fit_basis
 
     out = tmp_path_factory.mktemp("tiny_models")

@@ -6,7 +6,8 @@ import python_speech_features as psf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spacelive.audio import (
+from spacelive.checks.bench import speech_like
+from spacelive.media.audio import (
     NFFT,
     MfccStreamer,
     Resampler,
@@ -16,7 +17,6 @@ from spacelive.audio import (
     samples_needed,
     window_start,
 )
-from spacelive.bench import speech_like
 
 
 def stream_mfcc(signal: np.ndarray, chunk_sizes: list[int]) -> np.ndarray:

@@ -6,15 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spacelive.audio_input import (
+from spacelive.checks.bench import speech_like
+from spacelive.client.opus import ogg_opus, opus_packets
+from spacelive.media.audio_input import (
     OPUS_RATE,
     AudioSpec,
     InputError,
     OggOpusInput,
     open_input,
 )
-from spacelive.bench import speech_like
-from spacelive.client.opus import ogg_opus, opus_packets
 
 SECONDS = 1.5
 SOURCE = speech_like(SECONDS, OPUS_RATE, seed=11)

@@ -7,12 +7,14 @@ import time
 import numpy as np
 import pytest
 
-from spacelive.audio import pcm_s16le
-from spacelive.audio_input import AudioSpec
-from spacelive.batch import BatchEngine
-from spacelive.bench import rss_mb, speech_like
-from spacelive.controls import EMOTIONS, ControlUpdate
-from spacelive.engine import Engine
+from spacelive.checks.bench import rss_mb, speech_like
+from spacelive.media.audio import pcm_s16le
+from spacelive.media.audio_front import AudioFront
+from spacelive.media.audio_input import AudioSpec
+from spacelive.motion.controls import EMOTIONS, ControlUpdate
+from spacelive.stream.batch import BatchEngine
+from spacelive.stream.engine import Engine
+from tests.conftest import frames_of
 
 
 def emotion(name: str, intensity: float) -> np.ndarray:
@@ -32,23 +34,31 @@ def streams(seconds=(1.2, 0.8, 1.5)):
 
 
 def alone(engine, avatar, seed, controls, chunks, control_at=None):
-    session = engine.open_session(avatar, AudioSpec(), controls, seed)
+    stream = engine.open_stream(avatar, AudioSpec(), controls, seed)
     frames = []
     for i, chunk in enumerate(chunks):
         if control_at is not None and i == control_at[0]:
-            session.control(control_at[1])
-        frames += session.feed(chunk)
-    frames += session.flush()
-    session.close()
+            stream.control(control_at[1])
+        stream.push_audio(chunk)
+        frames += frames_of(stream)
+    stream.end()
+    frames += frames_of(stream)
+    stream.close()
     return [f.data for f in frames]
+
+
+def front_of(engine, session) -> AudioFront:
+    """A session's audio input, as a stream holds it (16 kHz PCM)."""
+    return AudioFront(AudioSpec(), engine.motion.lookahead, session.times)
 
 
 class Collector:
     """A client of one lane: takes its frames as they come (or, stalled, never)."""
 
-    def __init__(self, batch: BatchEngine, session, stalled=False):
+    def __init__(self, batch: BatchEngine, engine, session, stalled=False):
         self.changed = threading.Event()
         self.lane = batch.attach(session, self.changed.set)
+        self.front = front_of(engine, session)
         self.frames: list[bytes] = []
         self.stalled = stalled
 
@@ -63,21 +73,20 @@ def run_batched(batch, engine, avatar, plan, stalled=(), control_at=None, sabota
     """Feed every stream chunk by chunk, round robin, through one BatchEngine."""
     clients = []
     for seed, controls, chunks in plan:
-        session = engine.open_session(avatar, AudioSpec(), controls, seed)
-        clients.append((Collector(batch, session, seed in stalled), chunks))
+        session = engine.open_session(avatar, controls, seed)
+        clients.append((Collector(batch, engine, session, seed in stalled), chunks))
     if sabotage is not None:
-        state = clients[sabotage][0].lane.session.motion_state
+        state = clients[sabotage][0].lane.session.state
         state.s2l_h = np.zeros((2, 1, 3), np.float32)  # a state no stage accepts
     longest = max(len(chunks) for _, chunks in clients)
     for i in range(longest + 1):
         for k, (client, chunks) in enumerate(clients):
-            session = client.lane.session
             if control_at is not None and k == 0 and i == control_at[0]:
                 batch.control(client.lane, control_at[1])
             if i < len(chunks):
-                batch.submit(client.lane, session.decode(chunks[i]))
+                batch.submit(client.lane, client.front.decode(chunks[i]))
             elif i == len(chunks):
-                rows, total = session.finish()
+                rows, total = client.front.finish()
                 batch.submit(client.lane, rows, total)
             client.pump()
     deadline = time.monotonic() + 120
@@ -146,8 +155,7 @@ def test_a_failing_session_fails_alone(batch, engine, avatar):
 
 
 def test_a_control_out_of_range_is_refused_at_once(batch, engine, avatar):
-    session = engine.open_session(avatar, AudioSpec())
-    client = Collector(batch, session)
+    client = Collector(batch, engine, engine.open_session(avatar))
     for update, message in [
         (ControlUpdate(mouth_scale=5.0), "mouth_scale"),
         (ControlUpdate(pose_mode="reference"), "pose track"),
@@ -158,9 +166,9 @@ def test_a_control_out_of_range_is_refused_at_once(batch, engine, avatar):
 
 
 def test_detach_releases_the_session(batch, engine, avatar):
-    session = engine.open_session(avatar, AudioSpec())
-    client = Collector(batch, session)
-    batch.submit(client.lane, session.decode(pcm_s16le(speech_like(0.5, seed=3))))
+    session = engine.open_session(avatar)
+    client = Collector(batch, engine, session)
+    batch.submit(client.lane, client.front.decode(pcm_s16le(speech_like(0.5, seed=3))))
     batch.detach(client.lane)
     deadline = time.monotonic() + 10
     while not session.closed:
@@ -179,10 +187,9 @@ def test_sessions_release_their_memory(engine, avatar):
     pcm = pcm_s16le(speech_like(0.2, seed=9))
 
     def one(seed: int) -> None:
-        session = engine.open_session(avatar, AudioSpec(), seed=seed)
-        client = Collector(batch, session)
-        batch.submit(client.lane, session.decode(pcm))
-        rows, total = session.finish()
+        client = Collector(batch, engine, engine.open_session(avatar, seed=seed))
+        batch.submit(client.lane, client.front.decode(pcm))
+        rows, total = client.front.finish()
         batch.submit(client.lane, rows, total)
         deadline = time.monotonic() + 30
         while len(client.frames) < total:

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from spacelive import MODEL_SAMPLE_RATE
-from spacelive.audio import write_wav
-from spacelive.engine import DEFAULT_MODELS
-from spacelive.face import FaceAnalyzer
-from spacelive.sync import recording_offset
+from spacelive.checks.sync import recording_offset
+from spacelive.face.analysis import FaceAnalyzer
+from spacelive.media.audio import write_wav
+from spacelive.stream.engine import DEFAULT_MODELS
 from tests.conftest import LiveServer
 
 BENCHMARK_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"

@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from spacelive.closure import NEAR, close_lips, closure_amount
-from spacelive.landmarks import IBUG_LOWER_INNER_LIP, IBUG_UPPER_INNER_LIP, inner_lip_gap
+from spacelive.face.landmarks import IBUG_LOWER_INNER_LIP, IBUG_UPPER_INNER_LIP, inner_lip_gap
+from spacelive.motion.closure import NEAR, close_lips, closure_amount
 from spacelive.training.alignment import Phone
 from spacelive.training.phonetic_eval import best_lag, pool, score
 
@@ -67,9 +67,9 @@ def test_a_model_directory_with_a_closure_head_closes_the_lips(tiny_models, tmp_
     """An always-firing head (a bias only) shuts every near gap; a directory without the head
     streams as before."""
     torch = pytest.importorskip("torch")
-    from spacelive.audio import offline_mfcc
-    from spacelive.bench import speech_like
-    from spacelive.engine import Engine, EngineConfig
+    from spacelive.checks.bench import speech_like
+    from spacelive.media.audio import offline_mfcc
+    from spacelive.stream.engine import Engine, EngineConfig
     from spacelive.training.lipsync_eval import stream_landmarks
     from spacelive.training.train_closure import ClosureHead, export_head
 

@@ -2,8 +2,8 @@
 
 import json
 
-from spacelive.audio import write_wav
-from spacelive.bench import speech_like
+from spacelive.checks.bench import speech_like
+from spacelive.media.audio import write_wav
 
 
 def test_eval_controls_reports_every_check(tmp_path, tiny_models):

@@ -4,15 +4,15 @@ effect on the landmarks the renderer is driven by."""
 import numpy as np
 import pytest
 
-from spacelive.controls import (
+from spacelive.face.eyes import SPARSE_EYES, pose_eyes
+from spacelive.face.landmarks import EMOTIONS, MESH_TO_EYES, MESH_TO_IBUG68
+from spacelive.motion.controls import (
     BLINK_CLOSURE,
     EMOTION_RAMP_FRAMES,
     FIRST_BLINK_S,
     ControlUpdate,
     FaceControls,
 )
-from spacelive.eyes import SPARSE_EYES, pose_eyes
-from spacelive.landmarks import EMOTIONS, MESH_TO_EYES, MESH_TO_IBUG68
 
 
 def run(controls: FaceControls, frames: int):
@@ -97,7 +97,7 @@ def test_closed_lids_meet_and_the_iris_looks_where_it_is_told(avatar):
 
 
 def test_a_blink_reaches_the_posed_face_and_leaves_it_again(engine, avatar):
-    from spacelive.audio import offline_mfcc
+    from spacelive.media.audio import offline_mfcc
 
     silence = offline_mfcc(np.zeros(16_000))
     plain = engine.motion.new_state(avatar, ControlUpdate(blinks_per_minute=0))
@@ -110,10 +110,10 @@ def test_a_blink_reaches_the_posed_face_and_leaves_it_again(engine, avatar):
 
 
 def test_mouth_scale_multiplies_the_mouth_motion_only(engine, avatar):
-    from spacelive.audio import offline_mfcc
-    from spacelive.bench import speech_like
-    from spacelive.idle import audio_relaxation
-    from spacelive.motion import MOUTH_AND_JAW
+    from spacelive.checks.bench import speech_like
+    from spacelive.media.audio import offline_mfcc
+    from spacelive.motion.idle import audio_relaxation
+    from spacelive.motion.loop import MOUTH_AND_JAW
 
     audio = np.concatenate([np.zeros(8_000), speech_like(1.0, seed=6), np.zeros(26_000)])
     mfcc = offline_mfcc(audio.astype(np.float32))
@@ -142,7 +142,7 @@ def test_mouth_scale_multiplies_the_mouth_motion_only(engine, avatar):
 
 
 def test_a_gaze_trajectory_is_followed_from_when_it_is_set_and_holds_its_end():
-    from spacelive.gaze import GazeTrajectory
+    from spacelive.motion.gaze import GazeTrajectory
 
     controls = FaceControls(ControlUpdate(blinks_per_minute=0))
     run(controls, 5)
@@ -160,7 +160,7 @@ def test_a_gaze_trajectory_is_followed_from_when_it_is_set_and_holds_its_end():
 
 
 def test_natural_gaze_adds_small_seeded_saccades_around_the_asked_gaze():
-    from spacelive.gaze import GAZE_RAMP_FRAMES, SACCADE_RADIUS
+    from spacelive.motion.gaze import GAZE_RAMP_FRAMES, SACCADE_RADIUS
 
     def eyes(seed: int, saccades: bool) -> np.ndarray:
         update = ControlUpdate(blinks_per_minute=0, gaze=(0.2, 0.0), saccades=saccades)

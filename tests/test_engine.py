@@ -5,21 +5,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spacelive.audio import frame_count, pcm_s16le
-from spacelive.audio_input import AudioSpec, InputError
-from spacelive.bench import speech_like
+from spacelive.checks.bench import speech_like
+from spacelive.media.audio import frame_count, pcm_s16le
+from spacelive.media.audio_input import AudioSpec, InputError
+from tests.conftest import frames_of
 
 
 def run_session(engine, avatar, pcm: bytes, chunk_bytes: list[int], rate=16_000, seed=0):
-    """The test harness: feed PCM in the given chunking, flush, return the frames."""
-    session = engine.open_session(avatar, AudioSpec(sample_rate=rate), seed=seed)
+    """The test harness: push PCM in the given chunking, end, return the frames."""
+    stream = engine.open_stream(avatar, AudioSpec(sample_rate=rate), seed=seed)
     frames, i, sizes = [], 0, iter(chunk_bytes)
     while i < len(pcm):
         n = next(sizes, len(pcm))
-        frames += session.feed(pcm[i : i + n])
+        stream.push_audio(pcm[i : i + n])
+        frames += frames_of(stream)
         i += n
-    frames += session.flush()
-    session.close()
+    stream.end()
+    frames += frames_of(stream)
+    stream.close()
     return frames
 
 
@@ -67,26 +70,26 @@ def test_sessions_are_isolated(engine, avatar):
     alone_b = run_session(engine, avatar, pcm_b, [1280])
     assert [f.data for f in alone_a] != [f.data for f in alone_b]
 
-    a, b = (
-        engine.open_session(avatar, AudioSpec()),
-        engine.open_session(avatar, AudioSpec()),
-    )
+    a, b = engine.open_stream(avatar), engine.open_stream(avatar)
     got_a, got_b = [], []
     chunks_a = [pcm_a[i : i + 1280] for i in range(0, len(pcm_a), 1280)]
     chunks_b = [pcm_b[i : i + 640] for i in range(0, len(pcm_b), 640)]
     for i in range(max(len(chunks_a), len(chunks_b))):  # interleaved, different chunkings
         if i < len(chunks_a):
-            got_a += a.feed(chunks_a[i])
+            a.push_audio(chunks_a[i])
+            got_a += frames_of(a)
         if i < len(chunks_b):
-            got_b += b.feed(chunks_b[i])
-    got_b += b.flush()
-    got_a += a.flush()
+            b.push_audio(chunks_b[i])
+            got_b += frames_of(b)
+    b.end()
+    a.end()
+    got_a, got_b = got_a + frames_of(a), got_b + frames_of(b)
     assert [f.data for f in got_a] == [f.data for f in alone_a]
     assert [f.data for f in got_b] == [f.data for f in alone_b]
 
 
 def test_batched_step_equals_stepping_alone(engine, avatar):
-    from spacelive.audio import offline_mfcc
+    from spacelive.media.audio import offline_mfcc
 
     motion = engine.motion
     mfcc_a = offline_mfcc(speech_like(0.5, seed=4))
@@ -108,26 +111,25 @@ def test_batched_step_equals_stepping_alone(engine, avatar):
 
 
 def test_odd_length_pcm_is_refused(engine, avatar):
-    session = engine.open_session(avatar, AudioSpec())
+    stream = engine.open_stream(avatar)
     with pytest.raises(InputError, match="not a whole number of 16-bit samples"):
-        session.feed(b"\x00\x01\x02")
-    session.close()
-    session.close()  # idempotent
+        stream.push_audio(b"\x00\x01\x02")
+    stream.close()
+    stream.close()  # idempotent
 
 
 def test_unsupported_rate_is_refused(engine, avatar):
     with pytest.raises(InputError) as info:
-        engine.open_session(avatar, AudioSpec(sample_rate=8_000))
+        engine.open_stream(avatar, AudioSpec(sample_rate=8_000))
     assert info.value.code == "unsupported_sample_rate"
 
 
 def test_the_landmark_transfer_carries_the_lips_to_the_mesh(engine, avatar):
     """S2L's lip motion reaches the renderer's keypoints through the geometric transfer."""
-    session = engine.open_session(avatar, AudioSpec())
-    state = session.motion_state
+    state = engine.open_session(avatar).state
     # The transfer, in the face's frontal frame, moves sparse points exactly and the rest of
     # the mesh with them.
-    from spacelive.face import normalize_landmarks
+    from spacelive.face.analysis import normalize_landmarks
 
     frontal = normalize_landmarks(avatar.kp_source, avatar.pose)
     sparse = avatar.landmarks0[None].copy()
@@ -140,15 +142,18 @@ def test_the_landmark_transfer_carries_the_lips_to_the_mesh(engine, avatar):
     sparse[0, 66, 1] += 0.1  # lower inner lip down
     moved = state.transfer.apply(sparse)[0] - frontal
     assert moved[14, 1] > 0.04 and abs(moved[13, 1]) < 1e-6
-    frames = session.feed(pcm_s16le(speech_like(1.0, seed=3))) + session.flush()
+    stream = engine.open_stream(avatar)
+    stream.push_audio(pcm_s16le(speech_like(1.0, seed=3)))
+    stream.end()
+    frames = frames_of(stream)
     assert len(frames) == 30 and len({f.data for f in frames[1:]}) > 10
 
 
 def test_the_onnx_renderer_gives_the_same_stream(tiny_models, engine, avatar):
     """`--renderer onnx` (the GPU hosts' renderer, here on the CPU provider) streams the frames
     of the numpy renderer up to rounding."""
-    from spacelive.engine import Engine, EngineConfig
-    from spacelive.sheet import decode
+    from spacelive.checks.sheet import decode
+    from spacelive.stream.engine import Engine, EngineConfig
 
     pcm = pcm_s16le(speech_like(1.0, seed=3))
     twin = Engine(EngineConfig(models=tiny_models, renderer="onnx"))
@@ -164,7 +169,7 @@ def test_the_onnx_renderer_gives_the_same_stream(tiny_models, engine, avatar):
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["cuda", "tensorrt"])
 def test_gpu_backends_step_like_the_cpu(tiny_models, engine, avatar, backend):
-    from spacelive.engine import Engine, EngineConfig
+    from spacelive.stream.engine import Engine, EngineConfig
 
     pcm = pcm_s16le(speech_like(1.0, seed=4))
     gpu = Engine(EngineConfig(models=tiny_models, backend=backend, renderer="onnx"))
@@ -174,7 +179,7 @@ def test_gpu_backends_step_like_the_cpu(tiny_models, engine, avatar, backend):
 
 
 def test_an_unknown_renderer_is_refused(tiny_models):
-    from spacelive.engine import Engine, EngineConfig
+    from spacelive.stream.engine import Engine, EngineConfig
 
     with pytest.raises(ValueError, match="unknown renderer 'gpu'"):
         Engine(EngineConfig(models=tiny_models, renderer="gpu"))
@@ -183,8 +188,8 @@ def test_an_unknown_renderer_is_refused(tiny_models):
 def test_s2l_speaks_around_the_portrait_with_its_lips_closed(engine, avatar):
     """The astronaut smiles with parted lips: S2L hears her face with the lips closed (mouth
     and jaw moved, nothing else), and her own parting is kept aside for when she is idle."""
-    from spacelive.landmarks import closed_mouth, inner_lip_gap
-    from spacelive.motion import MOUTH_AND_JAW
+    from spacelive.face.landmarks import closed_mouth, inner_lip_gap
+    from spacelive.motion.loop import MOUTH_AND_JAW
 
     state = engine.motion.new_state(avatar)
     np.testing.assert_allclose(state.speech_rest[0], closed_mouth(avatar.landmarks0), atol=1e-6)
@@ -227,9 +232,9 @@ def test_each_frame_shows_the_idle_share_the_evaluation_gives_it(engine, avatar)
     evaluation uses for its targets), not a neighbour's. A step that fails before the controls
     move on (here: in them) writes none of the session's state, and the stream then goes on
     exactly as if it had not failed."""
-    from spacelive.audio import offline_mfcc
-    from spacelive.controls import ControlUpdate
-    from spacelive.idle import audio_relaxation
+    from spacelive.media.audio import offline_mfcc
+    from spacelive.motion.controls import ControlUpdate
+    from spacelive.motion.idle import audio_relaxation
 
     rate = 16_000
     audio = np.concatenate(
@@ -252,9 +257,9 @@ def test_a_model_whose_encoder_sees_too_little_ahead_is_refused_at_load(tiny_mod
     import json
     import shutil
 
-    from spacelive.idle import WAKE_FRAMES
-    from spacelive.motion import MotionModel
-    from spacelive.runners import load_stages
+    from spacelive.motion.idle import WAKE_FRAMES
+    from spacelive.motion.loop import MotionModel
+    from spacelive.motion.runners import load_stages
 
     models = tmp_path / "models"
     shutil.copytree(tiny_models, models)

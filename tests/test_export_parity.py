@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from spacelive.export.stages import build_stages, export_stages, randomize  # noqa: E402
-from spacelive.runners import load_stages  # noqa: E402
+from spacelive.motion.runners import load_stages  # noqa: E402
 
 FRAMES = 300
 BATCH = 2

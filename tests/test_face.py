@@ -3,17 +3,16 @@
 import numpy as np
 import pytest
 
-from spacelive.face import (
+from spacelive.face.analysis import (
     MAX_PORTRAIT_BYTES,
     PortraitError,
-    angles_from_rotation,
     decode_portrait,
     normalize_landmarks,
     pixels_to_crop,
     pose_landmarks,
-    rotation_from_angles,
 )
-from spacelive.landmarks import LEFT_EAR, MESH_TO_SPARSE, RIGHT_EAR
+from spacelive.face.head_model import angles_from_rotation, rotation_from_angles
+from spacelive.face.landmarks import LEFT_EAR, MESH_TO_SPARSE, RIGHT_EAR
 from tests.conftest import png_bytes, portrait_bytes
 
 
@@ -42,8 +41,8 @@ def test_a_turned_head_is_measured_as_turned(analyzer):
 
 def test_a_speaking_portrait_is_measured_open_mouthed_and_turned(analyzer):
     """Barack Obama mid-word: the mouth open with teeth showing, the head turned ~18 deg."""
-    from spacelive.renderer import WarpRenderer
-    from spacelive.rig import inner_lip_gap, mouth_width
+    from spacelive.face.rig import inner_lip_gap, mouth_width
+    from spacelive.render.renderer import WarpRenderer
 
     avatar = analyzer.analyze(portrait_bytes("barack_obama"))
     yaw, _, roll = avatar.pose.angles_deg()
@@ -73,7 +72,7 @@ def test_the_angles_turn_the_face_the_documented_way():
     """Positive yaw turns the face toward image right, positive pitch nods the chin down (the
     protocol's live poses and the head-motion teacher's nods count on it), positive roll turns
     it clockwise on screen."""
-    from spacelive.face_model import face_model
+    from spacelive.face.head_model import face_model
 
     face = face_model()  # frontal: x right, y down, z toward the viewer
     nose, chin, forehead, right_eye, left_eye = 4, 152, 10, 33, 263

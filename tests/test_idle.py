@@ -5,9 +5,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from spacelive.audio import offline_mfcc
-from spacelive.bench import speech_like
-from spacelive.idle import (
+from spacelive.checks.bench import speech_like
+from spacelive.media.audio import offline_mfcc
+from spacelive.motion.idle import (
     FLOOR_FRAMES,
     FLOOR_WARMUP_FRAMES,
     IDLE_AFTER_FRAMES,

@@ -7,27 +7,27 @@ import av
 import numpy as np
 import pytest
 
-from spacelive.audio import frame_count
-from spacelive.audio_input import AudioSpec, InputError
-from spacelive.bench import speech_like
-from spacelive.client.keypoints import KeypointReceiver, fetch_avatar_image
-from spacelive.client.stream import Uplink, stream_audio
-from spacelive.controls import ControlUpdate
-from spacelive.engine import DEFAULT_MODELS, Engine, EngineConfig
-from spacelive.face import pose_landmarks
-from spacelive.keypoints import (
+from spacelive.checks.bench import speech_like
+from spacelive.client.keypoints import KeypointReceiver
+from spacelive.client.stream import Uplink, fetch_avatar_image, stream_audio
+from spacelive.face.analysis import pose_landmarks
+from spacelive.media.audio import frame_count
+from spacelive.media.audio_input import InputError
+from spacelive.motion.controls import ControlUpdate
+from spacelive.motion.keypoints import (
     COEFFICIENT_UNIT,
     POSE_UNIT,
     TOLERANCE,
     KeypointDecoder,
     KeypointEncoder,
 )
-from spacelive.motion import frontal_mesh, head_poses
+from spacelive.motion.loop import frontal_mesh, head_poses
+from spacelive.stream.engine import DEFAULT_MODELS, Engine, EngineConfig
 from tests.conftest import LiveServer
 
 
 def _frames(engine, avatar, seconds=3.0, seed=2):
-    from spacelive.audio import offline_mfcc
+    from spacelive.media.audio import offline_mfcc
 
     update = ControlUpdate(
         gaze=(0.3, -0.2), blinks_per_minute=40, emotion=(0, 0.6, 0, 0, 0, 0, 0, 0)
@@ -64,7 +64,7 @@ def test_a_truncated_keypoint_frame_is_refused(engine, avatar):
 def test_keypoint_output_needs_a_motion_basis(engine, avatar, monkeypatch):
     monkeypatch.setattr(engine.motion.stages, "motion_basis", None)
     with pytest.raises(InputError) as info:
-        engine.open_session(avatar, AudioSpec(), output="keypoints")
+        engine.open_session(avatar, output="keypoints")
     assert info.value.code == "keypoints_unavailable"
 
 

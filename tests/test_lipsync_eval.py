@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from spacelive.audio import write_wav
-from spacelive.bench import speech_like
+from spacelive.checks.bench import speech_like
+from spacelive.media.audio import write_wav
 from spacelive.training.lipsync_eval import _similarity_normalize, energy_baseline, metrics
 from spacelive.training.teacher import landmarks_from_tracks
 
@@ -32,7 +32,7 @@ def test_metrics_are_zero_against_itself_and_grow_with_error(avatar):
 
 
 def test_energy_baseline_opens_with_loudness(avatar):
-    from spacelive.audio import offline_mfcc
+    from spacelive.media.audio import offline_mfcc
 
     audio = np.concatenate(
         [
@@ -82,10 +82,10 @@ def test_parted_lips_close_to_speak_and_part_again_when_idle(avatar):
     """The astronaut smiles with parted lips. Before her first word they are her own; they
     close before the voice starts, stay closed through a short pause between words, and part
     again after a second of silence, as the teacher's targets do for the same audio."""
-    from spacelive.audio import offline_mfcc
-    from spacelive.engine import DEFAULT_MODELS, Engine, EngineConfig
-    from spacelive.idle import audio_relaxation
-    from spacelive.landmarks import inner_lip_gap
+    from spacelive.face.landmarks import inner_lip_gap
+    from spacelive.media.audio import offline_mfcc
+    from spacelive.motion.idle import audio_relaxation
+    from spacelive.stream.engine import DEFAULT_MODELS, Engine, EngineConfig
     from spacelive.training.lipsync_eval import stream_landmarks
 
     motion = Engine(EngineConfig(models=DEFAULT_MODELS)).motion
@@ -108,8 +108,8 @@ def test_parted_lips_close_to_speak_and_part_again_when_idle(avatar):
 
 
 def test_the_bundled_s2l_keeps_every_standard_portrait_at_rest_in_silence(analyzer):
-    from spacelive.engine import DEFAULT_MODELS, Engine, EngineConfig
-    from spacelive.render_checks import standard_portraits
+    from spacelive.face.portraits import standard_portraits
+    from spacelive.stream.engine import DEFAULT_MODELS, Engine, EngineConfig
     from spacelive.training.lipsync_eval import silence_drift
 
     motion = Engine(EngineConfig(models=DEFAULT_MODELS)).motion

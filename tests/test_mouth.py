@@ -5,10 +5,12 @@ import cv2
 import numpy as np
 import pytest
 
-from spacelive import mouth_checks, mouth_look
-from spacelive.landmarks import LOWER_INNER_LIP, UPPER_INNER_LIP
-from spacelive.render_checks import RenderChecker, standard_portraits
-from spacelive.renderer import WarpRenderer
+from spacelive.checks import mouth_checks
+from spacelive.checks.render_checks import RenderChecker
+from spacelive.face.landmarks import LOWER_INNER_LIP, UPPER_INNER_LIP
+from spacelive.face.portraits import standard_portraits
+from spacelive.render import mouth_look
+from spacelive.render.renderer import WarpRenderer
 
 PORTRAITS = ("astronaut", "grace_hopper", "barack_obama", "ada_lovelace")
 
@@ -82,7 +84,7 @@ def test_an_open_photos_lips_begin_past_its_teeth(avatars):
     """Where an open photo's teeth run past its detected inner-lip contour, the lips are taken
     to begin beyond them (closing lips then sample lip, not teeth); a closed photo's lips begin
     at its contour."""
-    from spacelive.renderer import WarpRenderer
+    from spacelive.render.renderer import WarpRenderer
 
     def edges(name):
         avatar = avatars[name]
@@ -96,8 +98,8 @@ def test_an_open_photos_lips_begin_past_its_teeth(avatars):
 
 @pytest.fixture(scope="module")
 def speech_checks(avatars, analyzer):
-    from spacelive.control_checks import held_out_speech
-    from spacelive.engine import Engine
+    from spacelive.checks.control_checks import held_out_speech
+    from spacelive.stream.engine import Engine
 
     pytest.importorskip("spacelive.training.corpus")
     try:

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from spacelive.controls import ControlUpdate, FaceControls
-from spacelive.face import fit_head_pose, pixels_to_crop
-from spacelive.pose import (
+from spacelive.face.analysis import fit_head_pose, pixels_to_crop
+from spacelive.motion.controls import ControlUpdate, FaceControls
+from spacelive.motion.pose import (
     POSE_BLEND_FRAMES,
     POSE_LIMITS_DEG,
     HeadPoseControl,
@@ -131,9 +131,9 @@ def test_the_wire_format_carries_modes_tracks_and_live_poses():
 def test_a_video_gives_the_head_pose_of_every_frame(tmp_path, analyzer, avatar):
     """A clip of the portrait rendered turning its head: the extracted track follows the turn
     as the detector sees it frame by frame (the same fit, frame 0 subtracted)."""
-    from spacelive.renderer import WarpRenderer
-    from spacelive.rig import FaceCommand, FaceRig
-    from spacelive.video import H264Encoder, write_mp4
+    from spacelive.face.rig import FaceCommand, FaceRig
+    from spacelive.media.video import H264Encoder, write_mp4
+    from spacelive.render.renderer import WarpRenderer
 
     rig, renderer = FaceRig(avatar.mesh_px, avatar.pose), WarpRenderer()
     source = renderer.prepare(avatar.image, avatar.mesh_px)
@@ -160,11 +160,12 @@ def test_a_head_pose_turns_every_keypoint_rigidly(tmp_path, avatar):
     with their poses, the two streams' 478 keypoints are the same face (the landmark transfer
     moves the expression, the pose turns the whole mesh)."""
     pytest.importorskip("torch")
-    from spacelive.audio import offline_mfcc
-    from spacelive.bench import speech_like
-    from spacelive.engine import Engine, EngineConfig
+    from spacelive.checks.bench import speech_like
     from spacelive.export.stages import build_stages, export_stages, randomize
-    from spacelive.face import normalize_landmarks, rotation_from_angles
+    from spacelive.face.analysis import normalize_landmarks
+    from spacelive.face.head_model import rotation_from_angles
+    from spacelive.media.audio import offline_mfcc
+    from spacelive.stream.engine import Engine, EngineConfig
 
     stages = randomize(build_stages("tiny", seed=5), seed=6, head_scale=0.5)
     export_stages(stages, tmp_path)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from spacelive.audio_input import AudioSpec
+from spacelive.media.audio_input import AudioSpec
+from spacelive.media.video import EncodedFrame
 from spacelive.server.protocol import (
     Control,
     End,
@@ -12,7 +13,6 @@ from spacelive.server.protocol import (
     parse_client_text,
     parse_frame_message,
 )
-from spacelive.video import EncodedFrame
 
 
 def test_frame_message_round_trip():

@@ -1,16 +1,16 @@
-"""Int8 graphs served row by row (``spacelive.quantization``): a batch row equals that row run
-alone, bit for bit, and stays close to the fp32 computation."""
+"""Int8 graphs served row by row (``spacelive.motion.quantization``): a batch row equals that
+row run alone, bit for bit, and stays close to the fp32 computation."""
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
-from spacelive.engine import DEFAULT_MODELS
-from spacelive.face_model import face_model
-from spacelive.landmarks import MESH_TO_SPARSE
-from spacelive.quantization import dequantize, is_quantized, quantize_rows
-from spacelive.runners import StageRunner
+from spacelive.face.head_model import face_model
+from spacelive.face.landmarks import MESH_TO_SPARSE
+from spacelive.motion.quantization import dequantize, is_quantized, quantize_rows
+from spacelive.motion.runners import StageRunner
+from spacelive.stream.engine import DEFAULT_MODELS
 
 S2L = DEFAULT_MODELS / "s2l.int8.onnx"
 ENCODER = DEFAULT_MODELS / "audio_encoder.int8.onnx"

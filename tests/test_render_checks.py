@@ -9,9 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from spacelive.landmarks import LOWER_INNER_LIP, UPPER_INNER_LIP
-from spacelive.render_checks import RenderChecker, standard_portraits
-from spacelive.rig import FaceCommand, FaceRig, inner_lip_gap, mouth_width
+from spacelive.checks.render_checks import RenderChecker
+from spacelive.face.landmarks import LOWER_INNER_LIP, UPPER_INNER_LIP
+from spacelive.face.portraits import standard_portraits
+from spacelive.face.rig import FaceCommand, FaceRig, inner_lip_gap, mouth_width
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def checkers(analyzer):
 
 
 def test_rest_is_exact_through_the_bundled_models(checkers):
-    from spacelive.engine import Engine
+    from spacelive.stream.engine import Engine
 
     result = checkers["astronaut"].rest(Engine().motion, seconds=1.0)
     assert result.passed and result.figures["frames"] == 30

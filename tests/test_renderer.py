@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from spacelive.landmarks import MESH_TO_IBUG68
-from spacelive.renderer import WarpRenderer
+from spacelive.face.landmarks import MESH_TO_IBUG68
+from spacelive.render.renderer import WarpRenderer
 
 LOWER_LIP_AND_CHIN = MESH_TO_IBUG68[[5, 6, 7, 8, 9, 10, 11, 55, 56, 57, 58, 59, 64, 65, 66, 67]]
 
@@ -38,7 +38,7 @@ def test_moving_keypoints_moves_those_pixels_and_leaves_the_background(avatar):
 def test_closing_an_open_mouth_stretches_the_neck_instead_of_folding_the_chin(analyzer):
     """The chin rises as the speaking portrait's mouth closes: below it the map must not fold
     back onto the chin (that drew a ghost of it on the neck)."""
-    from spacelive.rig import FaceCommand, FaceRig
+    from spacelive.face.rig import FaceCommand, FaceRig
     from tests.conftest import portrait_bytes
 
     avatar = analyzer.analyze(portrait_bytes("barack_obama"))

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from spacelive.renderer import WarpRenderer
-from spacelive.renderer_onnx import OnnxRenderer
-from spacelive.rig import FaceCommand, FaceRig
+from spacelive.face.rig import FaceCommand, FaceRig
+from spacelive.render.renderer import WarpRenderer
+from spacelive.render.renderer_onnx import OnnxRenderer
 
 COMMANDS = [
     FaceCommand(mouth_open=0.4),
@@ -71,7 +71,7 @@ def test_an_open_mouth_closing_renders_alike_in_the_twin(analyzer):
     lips (the photo's lower lip is further down). The twin works on whole frames; the CPU
     renderer's box around the mouth once cut the layer off there and drew a step across the
     chin (46 dB against the twin, where the two agree to 65 dB and more)."""
-    from spacelive.render_checks import standard_portraits
+    from spacelive.face.portraits import standard_portraits
 
     avatar = analyzer.analyze(standard_portraits()["barack_obama"])
     commands = [FaceCommand(mouth_open=m) for m in (0.0, 0.05, 0.15)]

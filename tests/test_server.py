@@ -14,12 +14,12 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from spacelive.audio import frame_count, write_wav
-from spacelive.bench import speech_like
+from spacelive.checks.bench import speech_like
 from spacelive.client.stream import Uplink, run_stream, stream_audio
-from spacelive.engine import DEFAULT_PORTRAIT
-from spacelive.offline import render_frames
+from spacelive.media.audio import frame_count, write_wav
 from spacelive.server.protocol import WEBSOCKET_MAX_BYTES
+from spacelive.stream.engine import DEFAULT_PORTRAIT
+from spacelive.stream.offline import render_frames
 from tests.conftest import LiveServer, png_bytes, portrait_bytes
 
 GRAY = png_bytes(np.full((256, 256, 3), 128, np.uint8))
@@ -247,8 +247,8 @@ def test_controls_change_mid_stream(live_server):
 
 def test_serving_needs_no_torch():
     code = (
-        "import sys; import spacelive.server.app, spacelive.client.stream, spacelive.offline, "
-        "spacelive.cli, spacelive.engine; "
+        "import sys; import spacelive.server.app, spacelive.client.stream, "
+        "spacelive.stream.offline, spacelive.cli, spacelive.stream.engine; "
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

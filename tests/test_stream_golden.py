@@ -1,5 +1,6 @@
 """Old against new: every output mode reproduces, byte for byte, the frames that the code of
-ef4c161 (before the stream runner) gave on the bundled models and two portraits.
+ef4c161 (before the stream runner) gave on the bundled models and two portraits, and the raw
+RGB output is the very picture the H.264 output encodes.
 
 The digests in ``tests/data/stream_golden.json`` were written by that commit. A change that
 is meant to alter frames (new weights, a renderer change) rewrites them with
@@ -16,15 +17,15 @@ import httpx
 import numpy as np
 import pytest
 
-from spacelive.audio import pcm_s16le
-from spacelive.audio_input import AudioSpec
-from spacelive.bench import speech_like
+from spacelive.checks.bench import speech_like
 from spacelive.client.stream import Uplink, stream_audio
-from spacelive.controls import ControlUpdate
-from spacelive.engine import DEFAULT_MODELS, Engine
-from spacelive.face import FaceAnalyzer
-from spacelive.offline import render_frames
-from spacelive.video import EncodedFrame
+from spacelive.face.analysis import FaceAnalyzer
+from spacelive.media.audio import pcm_s16le
+from spacelive.media.audio_input import AudioSpec
+from spacelive.media.video import EncodedFrame
+from spacelive.motion.controls import ControlUpdate
+from spacelive.stream.engine import DEFAULT_MODELS, Engine
+from spacelive.stream.offline import render_frames
 from tests.conftest import LiveServer, portrait_bytes
 
 GOLDEN = Path(__file__).parent / "data" / "stream_golden.json"
@@ -58,13 +59,13 @@ def offline_digests(engine: Engine, portrait: str) -> dict:
     samples = _samples()
     video = render_frames(engine, image, samples, 16_000, _controls(), seed=SEED)
     avatar = FaceAnalyzer().analyze(image)
-    session = engine.open_session(avatar, AudioSpec(), _controls(), SEED, output="keypoints")
+    stream = engine.open_stream(avatar, AudioSpec(), _controls(), SEED, output="keypoints")
     pcm = pcm_s16le(samples)
-    keypoints = []
     for start in range(0, len(pcm), 1280):
-        keypoints += session.feed(pcm[start : start + 1280])
-    keypoints += session.flush()
-    session.close()
+        stream.push_audio(pcm[start : start + 1280])
+    stream.end()
+    keypoints = [item for item in stream if isinstance(item, EncodedFrame)]
+    stream.close()
     return {"frames": len(video), "video": digest(video), "keypoints": digest(keypoints)}
 
 
@@ -82,6 +83,18 @@ def bundled_server():
 @pytest.mark.parametrize("portrait", PORTRAITS)
 def test_offline_and_keypoint_frames_are_unchanged(bundled_engine, portrait):
     assert offline_digests(bundled_engine, portrait) == json.loads(GOLDEN.read_text())[portrait]
+
+
+def test_rgb_output_is_the_picture_the_video_encodes(bundled_engine):
+    """The raw output, encoded as the video output encodes, gives the video's bytes."""
+    from spacelive.media.video import H264Encoder
+
+    image = portrait_bytes("astronaut")
+    rgb = render_frames(bundled_engine, image, _samples(), 16_000, _controls(), SEED, "rgb")
+    assert [f.frame_index for f in rgb] == list(range(60)) and all(f.kind == 3 for f in rgb)
+    encoder = H264Encoder()
+    video = [encoder.encode(f.rgb(), f.frame_index) for f in rgb]
+    assert digest(video) == json.loads(GOLDEN.read_text())["astronaut"]["video"]
 
 
 @pytest.mark.parametrize("portrait", PORTRAITS)

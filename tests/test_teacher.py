@@ -6,7 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from spacelive.landmarks import closed_mouth
+from spacelive.face.landmarks import closed_mouth
 from spacelive.training.alignment import (
     AlignmentError,
     Phone,

@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 
-from spacelive.engine import DEFAULT_MODELS
-from spacelive.quantization import is_quantized
-from spacelive.runners import STAGES, StageRunner, tensorrt_provider_options
+from spacelive.motion.quantization import is_quantized
+from spacelive.motion.runners import STAGES, StageRunner, tensorrt_provider_options
+from spacelive.stream.engine import DEFAULT_MODELS
 
 
 def example_inputs(inputs: list[dict], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -38,7 +38,7 @@ def test_the_tensorrt_provider_gets_a_batch_profile_over_every_input():
 
 def test_the_graphs_tensorrt_builds_from_have_no_integer_ops():
     """TensorRT has no ConvInteger / MatMulInteger: it gets the dequantized graphs."""
-    from spacelive.quantization import dequantize
+    from spacelive.motion.quantization import dequantize
 
     manifest = json.loads((DEFAULT_MODELS / "manifest.json").read_text())
     for stage in STAGES:

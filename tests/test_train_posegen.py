@@ -102,7 +102,7 @@ def config(steps: int):
 def test_training_checkpoints_logs_resumes_and_refuses_held_out_voices(
     corpus, tmp_path, tiny_models
 ):
-    from spacelive.runners import load_stages
+    from spacelive.motion.runners import load_stages
     from spacelive.training.train_posegen import train
 
     stages, out = load_stages(tiny_models), tmp_path / "run"
@@ -121,7 +121,7 @@ def test_training_checkpoints_logs_resumes_and_refuses_held_out_voices(
 
 def test_encoder_features_are_what_a_stream_hears(tiny_models):
     """Batched, padded encoding equals stepping each utterance alone."""
-    from spacelive.runners import load_stages
+    from spacelive.motion.runners import load_stages
     from spacelive.training.encoder_features import encode_audio
 
     stages = load_stages(tiny_models)
@@ -149,7 +149,7 @@ def test_decoding_with_its_own_previous_poses_equals_free_running():
 
 def test_export_replaces_posegen_in_a_model_folder(corpus, tmp_path, tiny_models):
     from spacelive.cli import main
-    from spacelive.runners import load_stages
+    from spacelive.motion.runners import load_stages
     from spacelive.training.train_posegen import train
 
     models = tmp_path / "models"

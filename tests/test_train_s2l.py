@@ -75,7 +75,7 @@ def test_held_out_voices_are_refused(corpus, tmp_path):
 
 
 def test_the_loss_weighs_the_mouth():
-    from spacelive.landmarks import MOUTH
+    from spacelive.face.landmarks import MOUTH
     from spacelive.training.train_s2l import loss_terms
 
     target = torch.zeros(1, 3, 110, 3)
@@ -109,7 +109,7 @@ def test_the_gap_weight_counts_a_missed_closure_on_its_own():
 
 
 def test_training_identities_smile_and_keep_the_ears_two_apart(monkeypatch):
-    from spacelive.landmarks import LEFT_EAR, RIGHT_EAR
+    from spacelive.face.landmarks import LEFT_EAR, RIGHT_EAR
     from spacelive.training import identities
 
     base = _closed_identity()
@@ -129,7 +129,7 @@ def test_training_identities_smile_and_keep_the_ears_two_apart(monkeypatch):
 
 def test_training_samples_speak_around_closed_lips(corpus):
     """A parted rest in the bank is heard with its lips closed, as the server gives it."""
-    from spacelive.landmarks import inner_lip_gap
+    from spacelive.face.landmarks import inner_lip_gap
     from spacelive.training.teacher import landmarks_from_tracks
     from spacelive.training.train_s2l import Corpus, sample_batch
 
@@ -146,8 +146,8 @@ def test_training_samples_speak_around_closed_lips(corpus):
 
 
 def _closed_identity() -> np.ndarray:
-    from spacelive.face_model import face_model
-    from spacelive.landmarks import MESH_TO_SPARSE, closed_mouth
+    from spacelive.face.head_model import face_model
+    from spacelive.face.landmarks import MESH_TO_SPARSE, closed_mouth
 
     return closed_mouth(face_model()[MESH_TO_SPARSE]).astype(np.float32)
 
@@ -161,7 +161,7 @@ def test_s2l_trains_on_a_frozen_encoder_and_exports_beside_it(
     import shutil
 
     from spacelive.cli import main
-    from spacelive.engine import Engine, EngineConfig
+    from spacelive.stream.engine import Engine, EngineConfig
 
     out = tmp_path / "run"
     summary = train(corpus, out, config(2), encoder_models=tiny_models)
@@ -245,8 +245,8 @@ def test_fine_tuning_starts_from_a_model_directory(corpus, tiny_models, tmp_path
 def test_the_shipped_s2l_comes_back_out_of_its_int8_graph():
     """The bundled S2L is int8 with its landmark encoder int8 at one use and fp32 at the
     other: recovered, it matches the served graph within the int8 activations' error."""
-    from spacelive.engine import DEFAULT_MODELS
     from spacelive.export.recover import PARITY_ATOL, RecoveryError, recover_stages
+    from spacelive.stream.engine import DEFAULT_MODELS
 
     recovered = recover_stages(DEFAULT_MODELS, ("s2l",))  # checks parity, raises beyond
     assert float(recovered.s2l.head.weight.detach().abs().max()) > 0

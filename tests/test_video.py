@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from spacelive.video import KEYFRAME_INTERVAL, H264Encoder, write_mp4
+from spacelive.media.video import KEYFRAME_INTERVAL, H264Encoder, write_mp4
 
 
 def _frames(n):

@@ -29,7 +29,7 @@ import numpy as np
 from scipy import signal
 
 from spacelive import MODEL_SAMPLE_RATE
-from spacelive.audio import offline_mfcc
+from spacelive.media.audio import offline_mfcc
 from spacelive.training import espeak
 from spacelive.training.alignment import (
     AlignmentError,

@@ -4,7 +4,7 @@ stream steps it, so training hears what the server computes."""
 
 import numpy as np
 
-from spacelive.runners import StageSet
+from spacelive.motion.runners import StageSet
 
 
 def encode_audio(stages: StageSet, mfccs: list[np.ndarray], batch: int = 64) -> list[np.ndarray]:

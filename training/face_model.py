@@ -10,8 +10,8 @@ normalized landmarks (ears 2 apart).
 
 import numpy as np
 
-from spacelive.face import FaceAnalyzer, normalize_landmarks, pixels_to_crop, symmetry_pose
-from spacelive.face_model import MODEL_PATH, mirror_permutation
+from spacelive.face.analysis import FaceAnalyzer, normalize_landmarks, pixels_to_crop, symmetry_pose
+from spacelive.face.head_model import MODEL_PATH, mirror_permutation
 
 
 def build() -> np.ndarray:

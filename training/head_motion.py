@@ -14,9 +14,9 @@ Talkers move their heads with their prosody. The teacher composes, per utterance
   resting offset), so that one audio admits many motions: PoseGen's latent learns the style.
 
 Pose is (yaw, pitch, roll) in radians and (x, y, z) translation in crop units, as an offset
-from the portrait's own pose (``spacelive.face.rotation_from_angles`` conventions: positive
-pitch tilts the chin down). Every sequence starts at zero, as a stream does. Frame k samples
-time k / 30 s, like the server's frame clock.
+from the portrait's own pose (``spacelive.face.head_model.rotation_from_angles`` conventions:
+positive pitch tilts the chin down). Every sequence starts at zero, as a stream does. Frame k
+samples time k / 30 s, like the server's frame clock.
 """
 
 from dataclasses import dataclass
@@ -25,7 +25,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from spacelive import FRAME_RATE, MODEL_SAMPLE_RATE
-from spacelive.landmarks import POSE_DIMS
+from spacelive.face.landmarks import POSE_DIMS
 from spacelive.training.alignment import Phone
 
 VOWELS = frozenset(

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spacelive.face_model import face_model, mirror_permutation
-from spacelive.landmarks import (
+from spacelive.face.head_model import face_model, mirror_permutation
+from spacelive.face.landmarks import (
     EMOTIONS,
     LEFT_EAR,
     MESH_TO_SPARSE,
@@ -24,8 +24,8 @@ def identity_bank(cache: Path | None = None) -> np.ndarray:
     close their lips)."""
     if cache is not None and cache.exists():
         return np.load(cache)
-    from spacelive.face import FaceAnalyzer
-    from spacelive.render_checks import standard_portraits
+    from spacelive.face.analysis import FaceAnalyzer
+    from spacelive.face.portraits import standard_portraits
 
     analyzer = FaceAnalyzer()
     faces = [face_model()[MESH_TO_SPARSE]] + [

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from spacelive.audio import frame_count, offline_mfcc
-from spacelive.controls import ControlUpdate
-from spacelive.face import Avatar
-from spacelive.idle import audio_relaxation
-from spacelive.landmarks import inner_lip_gap
-from spacelive.motion import MotionModel
+from spacelive.face.analysis import Avatar
+from spacelive.face.landmarks import inner_lip_gap
+from spacelive.media.audio import frame_count, offline_mfcc
+from spacelive.motion.controls import ControlUpdate
+from spacelive.motion.idle import audio_relaxation
+from spacelive.motion.loop import MotionModel
 from spacelive.training.alignment import Phone
 from spacelive.training.teacher import PARAMETERS, articulation, landmarks_from_tracks
 
@@ -99,7 +99,7 @@ def energy_baseline(
     mfcc: np.ndarray, identity: np.ndarray, fit: dict, relaxation: np.ndarray | None = None
 ) -> np.ndarray:
     """(T, 110, 3) the baseline's landmarks around the closed-lipped rest, plus ``relaxation``
-    (T,) of a parted rest's own parting (``spacelive.idle``)."""
+    (T,) of a parted rest's own parting (``spacelive.motion.idle``)."""
     opening = np.clip(fit["slope"] * smoothed_energy(mfcc) + fit["intercept"], 0.0, 1.0)
     tracks = np.zeros((len(mfcc), len(PARAMETERS)))
     tracks[:, PARAMETERS.index("open")] = opening
@@ -142,7 +142,7 @@ def landmark_tracks(
     utterance (16 kHz float audio).
 
     Whether the portrait is idle (its parted lips part again) is the server's call from the
-    audio (``spacelive.idle``), not lip sync: the teacher's targets and the baseline take it
+    audio (``spacelive.motion.idle``), not lip sync: the teacher's targets and the baseline take it
     from the same audio by the same rule, so that the metrics compare the motion of speech.
     """
     fit = fit or json.loads(BASELINE_PATH.read_text())

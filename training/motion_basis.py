@@ -1,6 +1,6 @@
 """Fit the keypoint stream's expression basis to a model directory's own stages.
 
-The basis (``spacelive.keypoints.MotionBasis``) is the principal components of the faces the
+The basis (``spacelive.motion.keypoints.MotionBasis``) is the principal components of the faces the
 motion loop makes: it is run on utterances of a corpus (training voices only), over the
 public-domain portraits, with random emotions, mouth scales, blink rates and gazes (some
 with saccades), and the expression of every frame is collected. Written next to the stages
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from spacelive.controls import MAX_MOUTH_SCALE, ControlUpdate
-from spacelive.keypoints import BASIS_FILE, MotionBasis
-from spacelive.landmarks import EMOTIONS
-from spacelive.motion import MotionModel
+from spacelive.face.landmarks import EMOTIONS
+from spacelive.motion.controls import MAX_MOUTH_SCALE, ControlUpdate
+from spacelive.motion.keypoints import BASIS_FILE, MotionBasis
+from spacelive.motion.loop import MotionModel
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from spacelive import FRAME_RATE
-from spacelive.audio import frame_count
+from spacelive.media.audio import frame_count
 from spacelive.training.alignment import Phone
 
 CLOSED_SHARE = 0.25
@@ -159,11 +159,11 @@ class Track:
 def track(motion, avatar, samples16k: np.ndarray, renderer, analyzer) -> Track:
     """Speak ``samples16k`` (16 kHz) through the motion stages as the server does (no
     blinks: a control of their own), render every frame and find the face again."""
-    from spacelive.audio import offline_mfcc
-    from spacelive.controls import ControlUpdate
-    from spacelive.face import crop_to_pixels
-    from spacelive.landmarks import inner_lip_gap
-    from spacelive.rig import inner_lip_gap as mesh_gap
+    from spacelive.face.analysis import crop_to_pixels
+    from spacelive.face.landmarks import inner_lip_gap
+    from spacelive.face.rig import inner_lip_gap as mesh_gap
+    from spacelive.media.audio import offline_mfcc
+    from spacelive.motion.controls import ControlUpdate
 
     frames = frame_count(len(samples16k), 16_000)
     source = renderer.prepare(avatar.image, avatar.mesh_px)

@@ -7,7 +7,7 @@ decays with distance, so lips anticipate the next phone and carry over the last;
 must be reached (p, b, m closure, f/v contact) dominate strongly and narrowly. The parameter
 tracks then deform the identity's normalized landmarks with its lips closed: silence rests
 closed. A portrait whose lips are parted at rest gets them back only while it is idle
-(``spacelive.idle``: before the first word, and after a second of silence).
+(``spacelive.motion.idle``: before the first word, and after a second of silence).
 
 Frame k samples the tracks at time k / 30 s, like the server's frame clock.
 """
@@ -18,8 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from spacelive import FRAME_RATE
-from spacelive.idle import mouth_parting, relaxation_track
-from spacelive.landmarks import (
+from spacelive.face.landmarks import (
     CHIN_WEIGHTS,
     EMOTIONS,
     IBUG_LOWER_INNER_LIP,
@@ -30,6 +29,7 @@ from spacelive.landmarks import (
     SPARSE_POINTS,
     closed_mouth,
 )
+from spacelive.motion.idle import mouth_parting, relaxation_track
 from spacelive.training.alignment import Phone
 
 PARAMETERS = ("open", "spread", "protrude", "closure", "labiodental")
@@ -193,7 +193,7 @@ def speaking_frames(phones: list[Phone], frames: int) -> np.ndarray:
 
 
 def phone_relaxation(phones: list[Phone], frames: int) -> np.ndarray:
-    """(frames,) how much of a parted rest's own parting shows (``spacelive.idle``)."""
+    """(frames,) how much of a parted rest's own parting shows (``spacelive.motion.idle``)."""
     return relaxation_track(speaking_frames(phones, frames))
 
 

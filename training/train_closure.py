@@ -6,7 +6,7 @@ corpus's exact phone timing: a frame whose centre lies in an m, or in the closur
 (all but its last RELEASE_SHARE, the burst), is sealed. Training voices only; the last
 ``validation`` utterances of the corpus are held back to report per-phone figures. The head
 is written into the model directory as ``closure.onnx`` with its manifest entry, and the
-motion loop applies it (``spacelive.closure``).
+motion loop applies it (``spacelive.motion.closure``).
 """
 
 import json
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spacelive.runners import load_stages
+from spacelive.motion.runners import load_stages
 from spacelive.training.alignment import Phone
 from spacelive.training.train_posegen import load_corpus
 

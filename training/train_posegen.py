@@ -28,7 +28,7 @@ import torch
 
 from spacelive.models.posegen import PoseGen
 from spacelive.models.widths import width_named
-from spacelive.runners import StageSet
+from spacelive.motion.runners import StageSet
 from spacelive.training.alignment import Phone
 from spacelive.training.corpus import HELD_OUT_VOICES
 from spacelive.training.encoder_features import encode_audio

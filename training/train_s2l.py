@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from spacelive.landmarks import EMOTIONS, MOUTH, SPARSE_POINTS, closed_mouth, inner_lip_gap
+from spacelive.face.landmarks import EMOTIONS, MOUTH, SPARSE_POINTS, closed_mouth, inner_lip_gap
 from spacelive.models.audio_encoder import AudioEncoder
 from spacelive.models.speech2landmarks import Speech2Landmarks
 from spacelive.models.widths import width_named
-from spacelive.runners import StageSet, load_stages
+from spacelive.motion.runners import StageSet, load_stages
 from spacelive.training.corpus import HELD_OUT_VOICES
 from spacelive.training.encoder_features import encode_audio
 from spacelive.training.identities import identity_bank, perturb
@@ -131,7 +131,7 @@ def sample_batch(corpus: Corpus, bank: np.ndarray, rng: np.random.Generator, con
         window = slice(start, start + config.window)
         features, tracks = corpus.audio[u][window], corpus.tracks[u][window]
         pad = config.window - len(features)
-        # S2L speaks around the rest with its lips closed, as at run time (spacelive.motion).
+        # S2L speaks around the rest with its lips closed, as at run time (spacelive.motion.loop).
         identity = closed_mouth(perturb(bank[rng.integers(len(bank))], rng)).astype(np.float32)
         emotion = np.zeros(len(EMOTIONS), np.float32)
         if rng.random() >= config.neutral_fraction:

@@ -1,0 +1,1 @@
+"""Measures: the render, mouth and control checks, A/V sync, contact sheets and benchmarks."""

@@ -1,0 +1,1 @@
+"""Keypoints to pixels: the warp renderer, its ONNX twin and the mouth interior."""

@@ -1,0 +1,1 @@
+"""Running streams: sessions, the batched engine, render workers and offline rendering."""

@@ -77,7 +77,7 @@ def run_batched(batch, engine, avatar, plan, stalled=(), control_at=None, sabota
         clients.append((Collector(batch, engine, session, seed in stalled), chunks))
     if sabotage is not None:
         state = clients[sabotage][0].lane.session.state
-        state.s2l_h = np.zeros((2, 1, 3), np.float32)  # a state no stage accepts
+        state.recurrent.s2l_h = np.zeros((2, 1, 3), np.float32)  # a state no stage accepts
     longest = max(len(chunks) for _, chunks in clients)
     for i in range(longest + 1):
         for k, (client, chunks) in enumerate(clients):

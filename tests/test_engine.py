@@ -205,23 +205,23 @@ def _stepped(motion, state, mfcc, fail_at=None):
     """Step one stream frame by frame (lookahead flushed). Per emitted frame: its index and
     the share of the portrait's parting it shows beyond S2L's speech (mouth scale 1, no eye
     controls). With ``fail_at``, that step's controls fail once (the session is left out)."""
-    state.frame_count = np.int64(len(mfcc))
+    state.end_at(len(mfcc))
     rows = np.concatenate([mfcc, np.zeros((motion.lookahead, mfcc.shape[1]), np.float32)])
     parting = state.parting[0].ravel()
     shares = []
     for k, row in enumerate(rows):
         if k == fail_at:
-            before = (state.idle, state.mfcc_index, [c.copy() for c in state.caches])
+            before = (state.idle, state.mfcc_index, state.recurrent)
             advance = state.controls.advance
             state.controls.advance = lambda pose: (_ for _ in ()).throw(RuntimeError("sabotage"))
             errors: dict[int, Exception] = {}
             assert motion.step([state], row[None], errors=errors) == [None] and errors
             state.controls.advance = advance
             assert state.idle is before[0] and state.mfcc_index == before[1]
-            assert all((a == b).all() for a, b in zip(state.caches, before[2], strict=True))
+            assert state.recurrent is before[2]
         (frame,) = motion.step([state], row[None])
         if frame is not None:
-            shown = (frame.landmarks - state.landmarks[0]).ravel()
+            shown = (frame.landmarks - state.recurrent.landmarks[0]).ravel()
             shares.append((frame.frame_index, float(shown @ parting / (parting @ parting))))
     return shares
 

@@ -38,7 +38,7 @@ from spacelive.media.audio import FRAME_RATE, write_wav
 
 log = logging.getLogger(__name__)
 
-RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 ALGORITHMIC_FLOOR_MS = 1000 * (4 / FRAME_RATE + 512 / 16_000)
 """4 frames of encoder lookahead, plus the last MFCC window's 512 samples (32 ms)."""
 SUSTAIN_FPS, SUSTAIN_P99_MS = 29.5, 300.0

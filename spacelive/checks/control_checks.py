@@ -104,7 +104,7 @@ class ControlChecker:
         mfcc = self.mfcc if mfcc is None else mfcc
         seed = self.seed if seed is None else seed
         state = self.motion.new_state(self.avatar, update, seed)
-        state.frame_count = np.int64(len(mfcc))
+        state.end_at(len(mfcc))
         pad = np.zeros((self.motion.lookahead, mfcc.shape[1]), np.float32)
         out: list[FrameMotion] = []
         for row in np.concatenate([mfcc, pad]):

@@ -8,12 +8,13 @@ silence, judged from the audio with the encoder's lookahead).
 Posed landmarks reach the renderer's keypoints through the geometric transfer
 (``spacelive.motion.transfer``), not the paper's Landmarks2Latents network: no trained L2L beats it.
 
-A session owns its ``MotionState`` (plain arrays); ``MotionModel.step`` advances any number
-of sessions together: it concatenates their state rows, runs each stage once, and splits.
+A stream owns its ``MotionState`` (``spacelive.motion.state``); ``MotionModel.step``
+advances any number of streams together: it concatenates their recurrent state into one
+batch, runs each stage once, and splits it back.
 """
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -26,13 +27,11 @@ from spacelive.motion.closure import close_lips, closure_amount
 from spacelive.motion.controls import ControlUpdate, FaceControls, FrameControls
 from spacelive.motion.idle import IdleMouth, mouth_parting
 from spacelive.motion.runners import StageSet
+from spacelive.motion.state import OPEN_ENDED, MotionState, RecurrentState
 from spacelive.motion.transfer import DenseTransfer
 
 MOUTH_AND_JAW = np.r_[JAW, np.arange(MOUTH.start, MOUTH.stop)]
 """Sparse landmarks whose motion the mouth-scale control multiplies."""
-
-OPEN_ENDED = np.int64(1 << 60)
-"""frame_count of a stream whose end is not known yet."""
 
 
 @dataclass(slots=True)
@@ -47,30 +46,6 @@ class FrameMotion:
     keypoints: np.ndarray  # (478, 3) float32, crop coordinates [-1, 1]
     expression: np.ndarray  # (478, 3) float32: the keypoints unposed to the face's frontal
     # frame (normalized), minus the portrait's own: all but the head's pose
-
-
-@dataclass(slots=True)
-class MotionState:
-    """One session's recurrent state. Arrays keep a leading batch axis of 1 (LSTM state:
-    axis 1) so that sessions concatenate directly."""
-
-    avatar: Avatar
-    controls: FaceControls  # emotion, blinks, gaze, mouth scale, pose mode
-    z: np.ndarray  # (1, pose_latent) float32
-    caches: list[np.ndarray]  # 12 x (1, C_in, kernel - 1)
-    s2l_h: np.ndarray  # (2, 1, H)
-    s2l_c: np.ndarray
-    speech_rest: np.ndarray  # (1, 110, 3) the portrait with its lips closed: S2L speaks around it
-    parting: np.ndarray  # (1, 110, 3) the portrait's rest minus speech_rest (zero if closed)
-    idle: IdleMouth  # whether the portrait is idle, from the audio heard
-    landmarks: np.ndarray  # (1, 110, 3) previous S2L output (around speech_rest)
-    pose_h: np.ndarray  # (2, 1, P)
-    pose_c: np.ndarray
-    pose: np.ndarray  # (1, 6) PoseGen's previous output (whatever the pose mode shows)
-    frontal_source: np.ndarray  # (478, 3) the portrait's mesh in its frontal frame
-    transfer: DenseTransfer  # sparse landmarks -> the mesh, in the frontal frame
-    mfcc_index: int = 0  # the next MFCC frame the encoder consumes
-    frame_count: np.int64 = field(default=OPEN_ENDED)  # known once the stream ends
 
 
 class MotionModel:
@@ -90,30 +65,35 @@ class MotionModel:
         st = self.stages
         rng = np.random.default_rng(seed)
         speech_rest = closed_mouth(avatar.landmarks0)[None].astype(np.float32)
-        return MotionState(
-            avatar=avatar,
-            controls=FaceControls(controls, seed, face_scale=avatar.pose.scale),
+        recurrent = RecurrentState(
             z=rng.standard_normal((1, self.pose_latent)).astype(np.float32),
-            caches=[
+            caches=tuple(
                 np.zeros(st.input_shape("audio_encoder", n, 1), np.float32)
                 for n in self._cache_names
-            ],
+            ),
             s2l_h=np.zeros(st.input_shape("s2l", "h", 1), np.float32),
             s2l_c=np.zeros(st.input_shape("s2l", "c", 1), np.float32),
-            speech_rest=speech_rest,
-            parting=mouth_parting(avatar.landmarks0)[None],
-            idle=self._idle_start,  # immutable: every stream starts from it
             landmarks=speech_rest.copy(),
             pose_h=np.zeros(st.input_shape("posegen", "h", 1), np.float32),
             pose_c=np.zeros(st.input_shape("posegen", "c", 1), np.float32),
             pose=np.zeros((1, POSE_DIMS), np.float32),
+            mfcc_index=np.zeros(1, np.int64),
+            frame_count=np.full(1, OPEN_ENDED, np.int64),
+        )
+        return MotionState(
+            avatar=avatar,
+            controls=FaceControls(controls, seed, face_scale=avatar.pose.scale),
+            recurrent=recurrent,
+            speech_rest=speech_rest,
+            parting=mouth_parting(avatar.landmarks0)[None],
+            idle=self._idle_start,  # immutable: every stream starts from it
             frontal_source=frontal_mesh(avatar),
             transfer=frontal_transfer(avatar),
         )
 
     def run(self, state: MotionState, mfcc: np.ndarray) -> list[FrameMotion]:
         """A whole known stream at once: every frame of mfcc (T, 40), lookahead flushed."""
-        state.frame_count = np.int64(len(mfcc))
+        state.end_at(len(mfcc))
         pad = np.zeros((self.lookahead, mfcc.shape[1]), np.float32)
         out = []
         for row in np.concatenate([mfcc, pad]):
@@ -147,13 +127,13 @@ class MotionModel:
             for i, s in enumerate(states)
         ]
         try:
-            encoded = self._encode(states, mfcc)
+            batch = RecurrentState.concatenate([s.recurrent for s in states])
+            encoded = self._encode(batch, mfcc)
             clock.lap("audio_encoder")
-            positions = [s.mfcc_index - self.lookahead for s in states]
-            due = [i for i, s in enumerate(states) if 0 <= positions[i] < s.frame_count]
-            rows = [states[i] for i in due]
+            positions = batch.mfcc_index - self.lookahead
+            due = [i for i in range(len(batch)) if 0 <= positions[i] < batch.frame_count[i]]
             audio = encoded["audio"][due]
-            pose = self._posegen(rows, audio) if due else {}
+            pose = self._posegen(batch.filter(due), audio) if due else {}
             clock.lap("posegen")
         except Exception as exc:
             if len(states) > 1:
@@ -178,6 +158,7 @@ class MotionModel:
             try:
                 rows_out = self._face(
                     [states[i] for i in keep],
+                    batch.filter(keep),
                     audio[advanced],
                     now,
                     [idle[i].relaxation for i in keep],
@@ -192,6 +173,7 @@ class MotionModel:
                         try:
                             (face[i],) = self._face(
                                 [states[i]],
+                                batch.filter([i]),
                                 audio[advanced[k] : advanced[k] + 1],
                                 now[k : k + 1],
                                 [idle[i].relaxation],
@@ -200,30 +182,38 @@ class MotionModel:
                         except Exception as single:
                             self._failed(i, errors, single)
 
+        # The next state: every row's encoder has moved on, and the due rows' S2L and PoseGen.
+        moved = replace(
+            batch,
+            caches=tuple(encoded[f"new_{n}"] for n in self._cache_names),
+            mfcc_index=batch.mfcc_index + 1,
+        ).split()
         results: list[FrameMotion | None] = [None] * len(states)
         for j, controls in zip(advanced, now, strict=True):
             i = due[j]
             if i not in face:
                 continue
-            s = states[i]
             s2l, keypoints, spoken, frontal = face[i]
-            s.landmarks, s.s2l_h, s.s2l_c = s2l["landmarks"], s2l["new_h"], s2l["new_c"]
-            s.pose = pose["pose"][j : j + 1]
-            s.pose_h, s.pose_c = pose["new_h"][:, j : j + 1], pose["new_c"][:, j : j + 1]
+            moved[i] = replace(
+                moved[i],
+                landmarks=s2l["landmarks"],
+                s2l_h=s2l["new_h"],
+                s2l_c=s2l["new_c"],
+                pose=pose["pose"][j : j + 1],
+                pose_h=pose["new_h"][:, j : j + 1],
+                pose_c=pose["new_c"][:, j : j + 1],
+            )
             results[i] = FrameMotion(
-                frame_index=positions[i],
+                frame_index=int(positions[i]),
                 landmarks=spoken,
                 pose=controls.pose,
                 keypoints=keypoints,
-                expression=frontal - s.frontal_source,
+                expression=frontal - states[i].frontal_source,
             )
         failed_due = {i for i in due if i not in face}
         for i, s in enumerate(states):
-            if i in failed_due:
-                continue
-            s.caches = [encoded[f"new_{n}"][i : i + 1] for n in self._cache_names]
-            s.idle = idle[i]
-            s.mfcc_index += 1
+            if i not in failed_due:  # a failed row keeps its state as it was
+                s.recurrent, s.idle = moved[i], idle[i]
         return results
 
     def _row_by_row(self, states, mfcc, times, errors) -> list[FrameMotion | None]:
@@ -243,55 +233,48 @@ class MotionModel:
             raise exc
         errors[i] = exc
 
-    def _encode(self, states: list[MotionState], mfcc: np.ndarray) -> dict[str, np.ndarray]:
+    def _encode(self, batch: RecurrentState, mfcc: np.ndarray) -> dict[str, np.ndarray]:
         return self.stages.audio_encoder.run(
             {
                 "mfcc": np.ascontiguousarray(mfcc, dtype=np.float32),
-                "frame_index": np.array([s.mfcc_index for s in states], np.int64),
-                "frame_count": np.array([s.frame_count for s in states], np.int64),
-                **{
-                    name: np.concatenate([s.caches[i] for s in states])
-                    for i, name in enumerate(self._cache_names)
-                },
+                "frame_index": batch.mfcc_index,
+                "frame_count": batch.frame_count,
+                **dict(zip(self._cache_names, batch.caches, strict=True)),
             }
         )
 
-    def _posegen(self, rows: list[MotionState], audio: np.ndarray) -> dict[str, np.ndarray]:
+    def _posegen(self, rows: RecurrentState, audio: np.ndarray) -> dict[str, np.ndarray]:
         return self.stages.posegen.run(
-            {
-                "audio": audio,
-                "z": np.concatenate([s.z for s in rows]),
-                "previous": np.concatenate([s.pose for s in rows]),
-                "h": np.concatenate([s.pose_h for s in rows], axis=1),
-                "c": np.concatenate([s.pose_c for s in rows], axis=1),
-            }
+            {"audio": audio, "z": rows.z, "previous": rows.pose, "h": rows.pose_h, "c": rows.pose_c}
         )
 
     def _face(
         self,
         rows: list[MotionState],
+        recurrent: RecurrentState,
         audio: np.ndarray,
         now: list[FrameControls],
         relaxation: list[float],
         clock: "_Clock",
     ) -> list[tuple[dict, np.ndarray, np.ndarray, np.ndarray]]:
         """S2L, the face controls, posing and the keypoint transfer for the due rows, whose
-        portraits show ``relaxation`` of their own lips' parting; writes no state. Per row:
+        portraits show ``relaxation`` of their own lips' parting (``recurrent``: their
+        recurrent state, one row each); writes no state. Per row:
         (S2L outputs (batch axes of 1), keypoints (478, 3) in crop coordinates, spoken landmarks
         (110, 3), frontal keypoints (478, 3))."""
         st = self.stages
         head = np.stack([c.pose for c in now])
         emotion = np.stack([c.emotion for c in now])
-        first = np.array([s.mfcc_index == self.lookahead for s in rows], np.float32)
+        first = (recurrent.mfcc_index == self.lookahead).astype(np.float32)
         rest = np.concatenate([s.speech_rest for s in rows])
         s2l = st.s2l.run(
             {
                 "audio": audio,
-                "previous": np.concatenate([s.landmarks for s in rows]),
+                "previous": recurrent.landmarks,
                 "landmarks0": rest,
                 "emotion": emotion,
-                "h": np.concatenate([s.s2l_h for s in rows], axis=1),
-                "c": np.concatenate([s.s2l_c for s in rows], axis=1),
+                "h": recurrent.s2l_h,
+                "c": recurrent.s2l_c,
                 "first": first,
             }
         )

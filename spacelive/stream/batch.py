@@ -248,7 +248,7 @@ class BatchEngine:
                 if turn.row is not None:
                     batch.append(turn)
                     if turn.frame_count is not None:
-                        turn.lane.session.state.frame_count = np.int64(turn.frame_count)
+                        turn.lane.session.state.end_at(turn.frame_count)
             if not batch:
                 return
             states = [turn.lane.session.state for turn in batch]

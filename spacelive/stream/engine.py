@@ -118,7 +118,7 @@ class LocalStream:
         """End of audio: every remaining frame is made, up to ceil(duration * 30) in total."""
         self._check_open()
         rows, total = self._front.finish()
-        self.session.state.frame_count = np.int64(total)
+        self.session.state.end_at(total)
         self._advance(rows)
         if self.session.frames_produced != total:
             raise RuntimeError(

@@ -18,7 +18,8 @@ from spacelive.media.timing import StageTimes
 from spacelive.media.video import EncodedFrame
 from spacelive.motion.controls import ControlUpdate
 from spacelive.motion.keypoints import BASIS_FILE
-from spacelive.motion.loop import FrameMotion, MotionModel, MotionState
+from spacelive.motion.loop import FrameMotion, MotionModel
+from spacelive.motion.state import MotionState
 from spacelive.render.renderer import Renderer, RenderSource
 from spacelive.stream.sinks import OUTPUTS, KeypointSink, PixelSink, pixel_sink
 

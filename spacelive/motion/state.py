@@ -60,8 +60,10 @@ class RecurrentState:
         return cls(**joined)
 
     def filter(self, keep: list[int] | np.ndarray) -> Self:
-        """The rows ``keep`` (indices, in that order), as a new batch."""
+        """The rows ``keep`` (indices, in that order), as a batch (this one if it is all)."""
         keep = np.asarray(keep, np.int64)
+        if np.array_equal(keep, np.arange(len(self))):
+            return self
         kept: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)

@@ -21,7 +21,12 @@ from spacelive import FRAME_RATE
 from spacelive.client.opus import PACKET_MS, opus_packets
 from spacelive.media.audio import pcm_s16le, read_audio
 from spacelive.media.video import EncodedFrame, H264Encoder, write_mp4
-from spacelive.server.protocol import WEBSOCKET_MAX_BYTES, parse_frame_message
+from spacelive.server.protocol import (
+    KIND_AUDIO,
+    WEBSOCKET_MAX_BYTES,
+    parse_audio_message,
+    parse_frame_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,7 @@ class StreamResult:
     audio_bytes: int  # what the uplink carried
     ready: dict = field(default_factory=dict)  # the server's `ready`
     server_stage_ms: dict[str, float] = field(default_factory=dict)
+    audio_out: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (frame, int16 PCM)
 
     def latencies_ms(self) -> np.ndarray:
         """Frame k: receive time minus the send time of the chunk holding audio time k / 30."""
@@ -148,13 +154,16 @@ async def stream_audio(
     controls: dict | None = None,
     seed: int = 0,
     output: str = "video",
+    audio_out: bool = False,
 ) -> StreamResult:
     """Stream the uplink's chunks; with ``realtime`` pace them like a microphone. ``output``
-    "keypoints" asks for a keypoint stream (see ``spacelive.client.keypoints``)."""
+    "keypoints" asks for a keypoint stream (see ``spacelive.client.keypoints``);
+    ``audio_out``, for each frame's audio (``StreamResult.audio_out``)."""
     chunks, chunk_seconds = uplink.chunks, uplink.chunk_seconds
     send_times: list[float] = []
     recv_times: dict[int, float] = {}
     frames: list[EncodedFrame] = []
+    audio: list[tuple[int, np.ndarray]] = []
     done: dict = {}
 
     async with websockets.connect(url, max_size=WEBSOCKET_MAX_BYTES) as ws:
@@ -165,6 +174,8 @@ async def stream_audio(
             "audio": uplink.audio,
             "output": output,
         }
+        if audio_out:
+            start["audio_out"] = "pcm_s16le"
         if controls:
             start["controls"] = controls
         await ws.send(json.dumps(start))
@@ -187,6 +198,9 @@ async def stream_audio(
             async for message in ws:
                 now = time.perf_counter()
                 if isinstance(message, bytes):
+                    if message[0] == KIND_AUDIO:  # asked for with start.audio_out
+                        audio.append(parse_audio_message(message))
+                        continue
                     frame = parse_frame_message(message)
                     recv_times[frame.frame_index] = now
                     frames.append(frame)
@@ -214,6 +228,7 @@ async def stream_audio(
         audio_bytes=sum(len(c) for c in chunks),
         ready=ready,
         server_stage_ms=done.get("stage_ms", {}),
+        audio_out=audio,
     )
 
 

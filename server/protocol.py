@@ -23,7 +23,7 @@ from pydantic import (
 from spacelive import FRAME_RATE, FRAME_SIZE
 from spacelive.face.analysis import Avatar
 from spacelive.face.landmarks import EMOTIONS
-from spacelive.media.audio import SUPPORTED_SAMPLE_RATES
+from spacelive.media.audio import SUPPORTED_SAMPLE_RATES, pcm_s16le
 from spacelive.media.audio_input import OPUS_RATE, AudioSpec
 from spacelive.media.video import EncodedFrame
 from spacelive.motion.controls import (
@@ -49,9 +49,10 @@ MAX_INLINE_PORTRAIT_BYTES = 10 << 20
 WEBSOCKET_MAX_BYTES = 16 << 20  # larger frames are refused by the websocket layer (close 1009)
 
 FRAME_HEADER = struct.Struct("<BBHI")
-"""Binary server message header: kind (1 video, 2 keypoints), flags (bit 0: keyframe), reserved,
-frame index."""
-KINDS = (1, 2)
+"""Binary server message header: kind (1 video, 2 keypoints, 3 the frame's audio), flags (bit 0:
+keyframe), reserved, frame index."""
+KINDS = (1, 2)  # frames
+KIND_AUDIO = 3
 FLAG_KEYFRAME = 1
 
 
@@ -279,6 +280,15 @@ class Start(_Strict):
     controls: Controls = Controls()
     seed: int = Field(default=0, ge=0, lt=2**63)
     output: Literal["video", "keypoints"] = "video"
+    audio_out: Literal["none", "pcm_s16le"] = Field(
+        default="none",
+        description="pcm_s16le: after each frame, the audio it shows (binary kind 3)",
+    )
+    pacing: Literal["asap", "realtime"] = Field(
+        default="asap",
+        description="asap: frames as fast as the audio arrives; realtime: on the 30 fps clock, "
+        "the idle face between utterances",
+    )
 
     def portrait_bytes(self) -> bytes | None:
         if self.portrait is None:
@@ -306,12 +316,18 @@ class End(_Strict):
     type: Literal["end"]
 
 
-ClientMessage = Annotated[Start | Control | End, Field(discriminator="type")]
+class Clear(_Strict):
+    """Barge-in: drop the audio sent but not yet shown."""
+
+    type: Literal["clear"]
+
+
+ClientMessage = Annotated[Start | Control | Clear | End, Field(discriminator="type")]
 _client_message = TypeAdapter(ClientMessage)
-_CLIENT_TYPES = ("start", "control", "end")
+_CLIENT_TYPES = ("start", "control", "clear", "end")
 
 
-def parse_client_text(text: str) -> Start | Control | End:
+def parse_client_text(text: str) -> Start | Control | Clear | End:
     """A client's JSON message, or ProtocolError saying exactly what is wrong."""
     if len(text.encode()) > MAX_TEXT_MESSAGE_BYTES:
         raise ProtocolError(
@@ -352,6 +368,19 @@ def frame_message(frame: EncodedFrame) -> bytes:
     keypoint frame (kind 2)."""
     flags = FLAG_KEYFRAME if frame.keyframe else 0
     return FRAME_HEADER.pack(frame.kind, flags, 0, frame.frame_index) + frame.data
+
+
+def audio_message(frame_index: int, samples: np.ndarray) -> bytes:
+    """Binary server message kind 3: the audio frame ``frame_index`` shows, PCM s16le mono."""
+    return FRAME_HEADER.pack(KIND_AUDIO, 0, 0, frame_index) + pcm_s16le(samples)
+
+
+def parse_audio_message(message: bytes) -> tuple[int, np.ndarray]:
+    """Inverse of audio_message: (frame index, samples (n,) int16)."""
+    kind, _, _, frame_index = FRAME_HEADER.unpack_from(message)
+    if kind != KIND_AUDIO:
+        raise ProtocolError("unknown_binary_kind", f"binary message kind {kind} is not audio")
+    return frame_index, np.frombuffer(message[FRAME_HEADER.size :], "<i2")
 
 
 def parse_frame_message(message: bytes) -> EncodedFrame:

@@ -25,16 +25,25 @@ from spacelive.media.audio_input import InputError
 from spacelive.server.avatars import AvatarStore
 from spacelive.server.protocol import (
     MAX_AUDIO_MESSAGE_BYTES,
+    Clear,
     Control,
     End,
     ProtocolError,
     Start,
+    audio_message,
     error_event,
     frame_message,
     parse_client_text,
     ready_event,
 )
-from spacelive.stream.runner import ControlError, Done, Stream, StreamRunner
+from spacelive.stream.runner import (
+    ControlError,
+    Done,
+    FrameAudio,
+    Stream,
+    StreamEvent,
+    StreamRunner,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +116,8 @@ class _Connection:
                 )
             elif isinstance(message, Control):
                 raise ProtocolError("control_before_start", "`control` arrived before `start`")
+            elif isinstance(message, Clear):
+                raise ProtocolError("clear_before_start", "`clear` arrived before `start`")
             else:
                 raise ProtocolError("end_before_start", "`end` arrived before `start`")
         reading = asyncio.ensure_future(self._read(self.stream))
@@ -119,7 +130,7 @@ class _Connection:
             for task in (reading, writing):
                 task.cancel()
 
-    async def _receive(self) -> bytes | Start | Control | End:
+    async def _receive(self) -> bytes | Start | Control | Clear | End:
         message = await self.ws.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
@@ -162,7 +173,13 @@ class _Connection:
         audio = start.audio.spec()
         try:
             self.stream = await handler.runner.open_stream(
-                avatar, audio, start.controls.update(), start.seed, OUTPUTS[start.output]
+                avatar,
+                audio,
+                start.controls.update(),
+                start.seed,
+                OUTPUTS[start.output],
+                start.pacing,
+                audio_out=start.audio_out != "none",
             )
         except ValueError as exc:  # controls the session refuses (a pose mode without track)
             if isinstance(exc, (ProtocolError, InputError)):
@@ -193,6 +210,8 @@ class _Connection:
                     if isinstance(exc, ProtocolError):
                         raise
                     raise ProtocolError("invalid_control", f"control: {exc}") from None
+            elif isinstance(message, Clear):
+                stream.clear()  # answered in order with the frames ("cleared")
             elif isinstance(message, End):
                 await stream.end()
                 return
@@ -204,6 +223,12 @@ class _Connection:
         last_stats = 0
         try:
             async for item in stream:
+                if isinstance(item, StreamEvent):
+                    await self.ws.send_json({"type": item.kind, "frame": item.frame})
+                    continue
+                if isinstance(item, FrameAudio):
+                    await self.ws.send_bytes(audio_message(item.frame_index, item.samples))
+                    continue
                 if isinstance(item, Done):
                     await self.ws.send_json(
                         {

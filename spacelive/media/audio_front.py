@@ -30,40 +30,62 @@ class AudioFront:
         self._lookahead = lookahead
         self._mfcc = MfccStreamer()
         self._times = times
-        self.samples_received = 0
+        self.samples_received = 0  # decoded
+        self.samples_fed = 0  # given to the MFCC (a paced stream's include its silences)
         self.finished = False
 
     @property
     def audio_seconds(self) -> float:
-        return self.samples_received / self.sample_rate
+        """Seconds of audio fed to the MFCC so far."""
+        return self.samples_fed / self.sample_rate
 
     def decode(self, data: bytes) -> np.ndarray:
         """One audio message -> its MFCC rows (n, 40), to be stepped in order."""
+        return self.rows(self.samples(data))
+
+    def samples(self, data: bytes) -> np.ndarray:
+        """One audio message -> its samples (n,) float32 at the input's rate, not yet fed
+        (a paced stream feeds them on its frame clock, ``rows``)."""
         if self.finished:
             raise RuntimeError("the stream's audio has ended")
         t0 = time.perf_counter()
         samples = self._input.decode(data)
         self.samples_received += samples.size
+        self._times.add("mfcc", time.perf_counter() - t0)
+        return samples
+
+    def held(self) -> np.ndarray:
+        """End of input: the samples the decoder still held (an Ogg stream's last page)."""
+        held = self._input.finish()
+        self.samples_received += held.size
+        return held
+
+    def rows(self, samples: np.ndarray) -> np.ndarray:
+        """Samples (n,) float32 at the input's rate, in order -> the MFCC rows (m, 40) that
+        became due."""
+        t0 = time.perf_counter()
+        self.samples_fed += samples.size
         mfcc = self._mfcc.push(self._resampler.push(samples))
         self._times.add("mfcc", time.perf_counter() - t0)
         return mfcc
 
-    def finish(self) -> tuple[np.ndarray, int]:
+    def finish(self, fed_held: bool = False) -> tuple[np.ndarray, int]:
         """End of stream: the last MFCC rows (n, 40) and the stream's frame count, which the
         motion state must know before they are stepped (it masks the lookahead past the end).
 
-        The rows are the audio's tail, then zero rows that drive the encoder's lookahead out:
-        stepping them all yields every remaining frame, ceil(duration * 30) in total.
+        The rows are the audio's tail (the decoder's held samples too, unless ``fed_held``:
+        the caller took them with ``held`` and fed them itself), then zero rows that drive the
+        encoder's lookahead out: stepping them all yields every remaining frame, ceil(seconds
+        fed * 30) in total.
         """
         if self.finished:
             raise RuntimeError("the stream's audio has ended")
         self.finished = True
+        tail = [] if fed_held else [self.rows(self.held())]
         t0 = time.perf_counter()
-        held = self._input.finish()
-        self.samples_received += held.size
-        total = frame_count(self.samples_received, self.sample_rate)
+        total = frame_count(self.samples_fed, self.sample_rate)
         rows = [
-            self._mfcc.push(self._resampler.push(held)),
+            *tail,
             self._mfcc.push(self._resampler.finish()),
             self._mfcc.finish(total),
             np.zeros((self._lookahead, N_MFCC), np.float32),

@@ -165,6 +165,26 @@ class BatchEngine:
             lane._pending.append(update)
             self._wake.notify()
 
+    def clear(self, lane: Lane) -> int:
+        """Drop ``lane``'s rows not yet stepped (its queued controls stay, in order); returns
+        how many were dropped. A row a running tick has taken is stepped all the same."""
+        with self._lock:
+            kept: deque = deque()
+            dropped = 0
+            for item in lane._pending:
+                if isinstance(item, ControlUpdate):
+                    kept.append(item)
+                else:
+                    dropped += 1
+            lane._pending = kept
+            lane.pending_rows -= dropped
+            self._wake.notify()
+        return dropped
+
+    def fail(self, lane: Lane, exc: Exception) -> None:
+        """End ``lane`` with ``exc`` (its owner's failure); the others go on."""
+        self._fail(lane, exc)
+
     def detach(self, lane: Lane) -> None:
         """Stop stepping ``lane``, release its render worker's share, close its session."""
         with self._lock:

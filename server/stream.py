@@ -37,6 +37,7 @@ from spacelive.server.protocol import (
     ready_event,
 )
 from spacelive.stream.runner import (
+    ConsumerTooSlow,
     ControlError,
     Done,
     FrameAudio,
@@ -124,8 +125,10 @@ class _Connection:
         writing = asyncio.ensure_future(self._write(self.stream))
         try:
             done, _ = await asyncio.wait({reading, writing}, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()  # the first failure, as the connection's
+            failures = [task.exception() for task in done]  # each retrieved
+            first = next((exc for exc in failures if exc is not None), None)
+            if first is not None:
+                raise first  # the first failure, as the connection's
         finally:
             for task in (reading, writing):
                 task.cancel()
@@ -224,54 +227,60 @@ class _Connection:
         try:
             async for item in stream:
                 if isinstance(item, StreamEvent):
-                    await self.ws.send_json({"type": item.kind, "frame": item.frame})
-                    continue
-                if isinstance(item, FrameAudio):
-                    await self.ws.send_bytes(audio_message(item.frame_index, item.samples))
-                    continue
-                if isinstance(item, Done):
-                    await self.ws.send_json(
-                        {
-                            "type": "done",
-                            "frames": item.frames,
-                            "audio_seconds": item.audio_seconds,
-                            "stage_ms": item.stage_ms,
-                        }
+                    await self._send(self.ws.send_json({"type": item.kind, "frame": item.frame}))
+                elif isinstance(item, FrameAudio):
+                    await self._send(
+                        self.ws.send_bytes(audio_message(item.frame_index, item.samples))
                     )
-                    await self.ws.close(CLOSE_NORMAL)
+                elif isinstance(item, Done):
+                    done = {
+                        "type": "done",
+                        "frames": item.frames,
+                        "audio_seconds": item.audio_seconds,
+                        "stage_ms": item.stage_ms,
+                    }
+                    await self._send(self.ws.send_json(done))
+                    await self._send(self.ws.close(CLOSE_NORMAL))
                     return
-                try:
-                    await asyncio.wait_for(self.ws.send_bytes(frame_message(item)), STALL_SECONDS)
-                except TimeoutError:
-                    raise _Refusal(
-                        "client_too_slow",
-                        f"the client took no frame for {STALL_SECONDS:g} s; read frames as they "
-                        "come",
-                        CLOSE_POLICY,
-                    ) from None
-                if stream.frames_produced - last_stats >= STATS_EVERY_FRAMES:
-                    last_stats = stream.frames_produced
-                    elapsed = time.monotonic() - self._started_at
-                    await self.ws.send_json(
-                        {
-                            "type": "stats",
-                            "frames": stream.frames_produced,
-                            "fps": stream.frames_produced / elapsed if elapsed > 0 else 0.0,
-                            "stage_ms": stream.session.times.per_frame_ms(),
-                        }
-                    )
+                else:
+                    await self._send(self.ws.send_bytes(frame_message(item)))
+                    if stream.frames_produced - last_stats >= STATS_EVERY_FRAMES:
+                        last_stats = stream.frames_produced
+                        await self._send(self.ws.send_json(self._stats(stream)))
         except ControlError as exc:
             raise ProtocolError("invalid_control", f"control: {exc}") from None
+        except ConsumerTooSlow as exc:
+            raise _Refusal("client_too_slow", str(exc), CLOSE_POLICY) from None
+
+    async def _send(self, sending) -> None:
+        """One send to the client, which must take it within ``STALL_SECONDS``."""
+        try:
+            await asyncio.wait_for(sending, STALL_SECONDS)
+        except TimeoutError:
+            raise _Refusal(
+                "client_too_slow",
+                f"the client took no message for {STALL_SECONDS:g} s; read frames as they come",
+                CLOSE_POLICY,
+            ) from None
+
+    def _stats(self, stream: Stream) -> dict:
+        elapsed = time.monotonic() - self._started_at
+        return {
+            "type": "stats",
+            "frames": stream.frames_produced,
+            "fps": stream.frames_produced / elapsed if elapsed > 0 else 0.0,
+            "stage_ms": stream.session.times.per_frame_ms(),
+        }
 
     async def fail(self, code: str, message: str, close_code: int) -> None:
         """Tell the client what went wrong, once, and close."""
         log.warning("session %s: %s: %s", self.session_id, code, message)
         if self.ws.application_state != WebSocketState.CONNECTED:
             return
-        try:
-            await self.ws.send_json(error_event(code, message))
-            await self.ws.close(close_code)
-        except (WebSocketDisconnect, RuntimeError):
+        try:  # a client that does not read cannot hold the connection open
+            await asyncio.wait_for(self.ws.send_json(error_event(code, message)), STALL_SECONDS)
+            await asyncio.wait_for(self.ws.close(close_code), STALL_SECONDS)
+        except (WebSocketDisconnect, RuntimeError, TimeoutError):
             pass
 
     def release(self) -> None:

@@ -59,13 +59,14 @@ def test_a_burst_plays_out_on_the_frame_clock(runner, avatar):
     idle = [e for e in events if e.kind == "idle"]
     assert len(speaking) == 1 and len(idle) == 1 and speaking[0].frame < idle[0].frame
     order = [i for _, i in items]
-    # Each event comes just before its frame.
+    # Each event comes just before its frame; the idle at the end after the last frame.
     for event in speaking + idle:
         k = order.index(event)
         if event.frame < len(frames):
-            assert (
-                isinstance(order[k + 1], EncodedFrame) and order[k + 1].frame_index == event.frame
-            )
+            after = order[k + 1]
+            assert isinstance(after, EncodedFrame) and after.frame_index == event.frame
+        else:
+            assert event.frame == len(frames) and order[k - 1] is frames[-1][1]
 
 
 def test_clear_drops_the_queue_and_the_stream_goes_on(runner, avatar):
@@ -104,18 +105,23 @@ def test_clear_drops_the_queue_and_the_stream_goes_on(runner, avatar):
     assert order[-1].frames == len(frames) < 6 * 30  # the cleared 6 s never played
 
 
-def test_clear_with_nothing_queued_still_answers(runner, avatar):
+def test_clear_with_nothing_queued_still_answers_in_order(runner, avatar):
     async def scenario():
         stream = await runner.open_stream(avatar, pacing="realtime")
         first = stream.clear()
+        await asyncio.sleep(0.1)
+        second = stream.clear()
         await stream.end()
         items = [item async for item in stream]
         stream.close()
-        return first, items
+        return (first, second), items
 
-    first, items = asyncio.run(scenario())
-    assert isinstance(items[0], StreamEvent) and items[0].kind == "cleared"
-    assert items[0].frame == first and isinstance(items[-1], Done)
+    answers, items = asyncio.run(scenario())
+    assert [(i.kind, i.frame) for i in items[:2]] == [
+        ("cleared", answers[0]),
+        ("cleared", answers[1]),
+    ]
+    assert answers[0] < answers[1] and isinstance(items[-1], Done)
 
 
 def test_asap_clear_drops_the_rows_not_yet_stepped(tiny_models, avatar):
@@ -223,3 +229,28 @@ def test_the_websocket_sends_each_frames_audio(live_server):
     assert [k for k, _ in result.audio_out] == [f.frame_index for f in result.frames]
     pcm = np.concatenate([a for _, a in result.audio_out])
     assert np.array_equal(pcm, np.frombuffer(pcm_s16le(samples), "<i2"))
+
+
+def test_a_paced_stream_whose_frames_are_not_taken_fails_alone(tiny_models, avatar):
+    """The clock does not wait for a consumer that stopped reading: once its rows pile up
+    beyond ``max_pending``, the stream fails with a message saying so."""
+    from spacelive.stream.engine import Engine, EngineConfig
+    from spacelive.stream.runner import StreamFailed
+
+    runner = StreamRunner(
+        Engine(EngineConfig(models=tiny_models)), workers=1, max_unsent=4, max_pending=10
+    )
+
+    async def scenario():
+        stream = await runner.open_stream(avatar, pacing="realtime")
+        await stream.push_audio(pcm_s16le(speech_like(3.0, seed=8)))
+        await asyncio.sleep(1.5)  # 45 ticks: 4 frames out, 10 rows waiting, then it fails
+        with pytest.raises(StreamFailed, match="no frame was taken"):
+            async for _ in stream:
+                pass
+        stream.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        runner.close()

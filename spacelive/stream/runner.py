@@ -51,6 +51,7 @@ from spacelive.stream.render_pool import RendererSpec
 from spacelive.stream.session import Done, StreamSession
 
 __all__ = [
+    "ConsumerTooSlow",
     "ControlError",
     "Done",
     "FrameAudio",
@@ -90,6 +91,10 @@ class FrameAudio:
 
 class StreamFailed(RuntimeError):
     """The engine failed this stream (its step, render or output); the others go on."""
+
+
+class ConsumerTooSlow(StreamFailed):
+    """A paced stream's frames were not taken while its clock ran on."""
 
 
 class StreamRunner:
@@ -145,7 +150,11 @@ class StreamRunner:
         except Exception:
             session.close()
             raise
-        return Stream(self, front, session, loop, pacing == "realtime", audio_out)
+        try:
+            return Stream(self, front, session, loop, pacing == "realtime", audio_out)
+        except Exception:
+            session.close()
+            raise
 
     def close(self) -> None:
         self.batch.close()
@@ -180,16 +189,18 @@ class Stream:
         )
         self._taken: deque[EncodedFrame] = deque()  # from the lane, not yet yielded
         self._events: deque[StreamEvent] = deque()  # not yet yielded, in frame order
+        self._answers: deque[StreamEvent] = deque()  # "cleared", yielded at once, in order
         self._working: asyncio.Future | None = None  # decoding on the executor, if any
         self._submitted = 0  # MFCC rows submitted, net of cleared ones
         self._dropped = 0  # MFCC rows cleared (asap)
-        self._ending = False  # `end` was called
+        self._ended = False  # `end` was called: nothing more may be pushed
+        self._ending = False  # paced: the last audio is queued; play it out, then finish
         self._total: int | None = None  # the frame count, once the last rows are queued
         self._done = False
         self._closed = False
         self.paced = paced
         # Paced: the audio waiting for its slots, the slots fed, the frame clock's start.
-        self._queue: deque[np.ndarray] = deque()
+        self._queue: deque[np.ndarray | ControlUpdate] = deque()  # audio, controls in order
         self._queued = 0  # samples in the queue
         self._slots = 0  # slots fed: the next slot's index
         self._speaking = False
@@ -235,6 +246,10 @@ class Stream:
         """Change the face controls after the audio pushed so far, from the next frame on.
         Raises ValueError for values out of range, changing nothing."""
         self._check_open()
+        if self.paced:  # after the queued audio, as the client sent it
+            self.lane.session.state.controls.check(update)  # refused now, or never
+            self._queue.append(update)
+            return
         self._batch.control(self.lane, update)
 
     def clear(self) -> int:
@@ -243,6 +258,9 @@ class Stream:
         was showing); audio pushed after it plays normally."""
         self._check_open()
         if self.paced:
+            for item in self._queue:  # the audio goes; the controls among it still apply
+                if isinstance(item, ControlUpdate):
+                    self._batch.control(self.lane, item)
             self._queue.clear()
             self._queued = 0
             first = self._slots
@@ -253,7 +271,7 @@ class Stream:
             first = self._submitted
             if dropped:  # frames from ``first`` on show slots ``dropped`` further on
                 self._offsets.append((first, self._offsets[-1][1] + dropped))
-        self._events.appendleft(StreamEvent("cleared", first))  # answered at once
+        self._answers.append(StreamEvent("cleared", first))  # answered at once
         if self._speaking:
             self._speaking = False
             self._events.append(StreamEvent("idle", first))  # in frame order
@@ -264,11 +282,12 @@ class Stream:
         """End of audio: every remaining frame will come (paced: once the queued audio has
         played out)."""
         self._check_open()
-        self._ending = True
+        self._ended = True
         if self.paced:
             held = await self._work(self._front.held)
             self._queue.append(held)
             self._queued += held.size
+            self._ending = True  # only now: the pacer finishes the front once it has it all
             return
         rows, total, held = await self._work(self._finish_rows)
         if self.audio_out:
@@ -284,12 +303,10 @@ class Stream:
             audio, self._audio_next = self._audio_next, None
             return audio
         while True:
-            if self._events and (
-                self._events[0].kind == "cleared"  # at once, whatever the frame
-                or (self._taken and self._events[0].frame <= self._taken[0].frame_index)
-                or (self._total is not None and self._events[0].frame >= self._total)
-            ):
-                return self._events.popleft()
+            if self._answers:
+                return self._answers.popleft()
+            if self._events and self._taken and self._events[0].frame <= self._taken[0].frame_index:
+                return self._events.popleft()  # just before its frame
             if self._taken:
                 frame = self._taken[0]
                 if self.paced:  # on the frame clock, never early
@@ -304,7 +321,7 @@ class Stream:
                 return frame
             if self.lane.error is not None:
                 error = self.lane.error
-                if isinstance(error, ControlError):
+                if isinstance(error, ControlError | StreamFailed):
                     raise error
                 raise StreamFailed(str(error)) from error
             if self._done or self._closed:
@@ -361,16 +378,24 @@ class Stream:
         return self._start + k / FRAME_RATE
 
     def _take(self, n: int) -> np.ndarray:
-        """Up to n queued samples, in order."""
-        parts, need = [], n
-        while need and self._queue:
-            head = self._queue[0]
+        """Up to n queued samples, in order; the controls queued among them are applied as
+        they are reached (from this slot's frame on)."""
+        parts: list[np.ndarray] = []
+        need = n
+        while self._queue and (need or isinstance(self._queue[0], ControlUpdate)):
+            head = self._queue.popleft()
+            if isinstance(head, ControlUpdate):
+                try:
+                    self._batch.control(self.lane, head)
+                except ValueError as exc:  # checked when sent: only a changed state gets here
+                    raise ControlError(str(exc)) from None
+                continue
             if head.size <= need:
-                parts.append(self._queue.popleft())
+                parts.append(head)
                 need -= head.size
             else:
                 parts.append(head[:need])
-                self._queue[0] = head[need:]
+                self._queue.appendleft(head[need:])
                 need = 0
         taken = np.concatenate(parts) if parts else np.zeros(0, np.float32)
         self._queued -= taken.size
@@ -386,7 +411,13 @@ class Stream:
                     await asyncio.sleep(wait)
                 if self._closed or self.lane.error is not None:
                     return
+                if self.lane.pending_rows >= self._batch.max_pending:
+                    raise ConsumerTooSlow(
+                        f"no frame was taken for {self._batch.max_pending / FRAME_RATE:g} s of "
+                        "the frame clock; read frames as they come"
+                    )
                 if self._ending and not self._queued:
+                    self._take(0)  # the controls queued after the last audio
                     break
                 k = self._slots
                 size = (k + 1) * rate // FRAME_RATE - k * rate // FRAME_RATE
@@ -451,7 +482,7 @@ class Stream:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("stream is closed")
-        if self._ending:
+        if self._ended:
             raise RuntimeError("stream has ended")
 
     async def _work(self, fn, *args):

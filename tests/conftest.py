@@ -33,6 +33,26 @@ def frames_of(stream) -> list:
     return [item for item in stream if isinstance(item, EncodedFrame)]
 
 
+def stream_alone(
+    engine, avatar, chunks, controls=None, seed=0, rate=16_000, output="h264", control_at=None
+):
+    """A stream in its synchronous form, fed ``chunks`` (with ``control_at`` = (i, update)
+    sent before chunk i): (its frames, its Done)."""
+    from spacelive.media.audio_input import AudioSpec
+
+    stream = engine.open_stream(avatar, AudioSpec(sample_rate=rate), controls, seed, output)
+    frames = []
+    for i, chunk in enumerate(chunks):
+        if control_at is not None and i == control_at[0]:
+            stream.control(control_at[1])
+        stream.push_audio(chunk)
+        frames += frames_of(stream)
+    stream.end()
+    items = list(stream)
+    stream.close()
+    return frames + items[:-1], items[-1]
+
+
 def portrait_bytes(name: str) -> bytes:
     """A standard public-domain portrait (``portraits.standard_portraits``) as bytes."""
     from spacelive.face.portraits import standard_portraits

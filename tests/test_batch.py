@@ -14,7 +14,7 @@ from spacelive.media.audio_input import AudioSpec
 from spacelive.motion.controls import EMOTIONS, ControlUpdate
 from spacelive.stream.batch import BatchEngine
 from spacelive.stream.engine import Engine
-from tests.conftest import frames_of
+from tests.conftest import stream_alone
 
 
 def emotion(name: str, intensity: float) -> np.ndarray:
@@ -34,16 +34,7 @@ def streams(seconds=(1.2, 0.8, 1.5)):
 
 
 def alone(engine, avatar, seed, controls, chunks, control_at=None):
-    stream = engine.open_stream(avatar, AudioSpec(), controls, seed)
-    frames = []
-    for i, chunk in enumerate(chunks):
-        if control_at is not None and i == control_at[0]:
-            stream.control(control_at[1])
-        stream.push_audio(chunk)
-        frames += frames_of(stream)
-    stream.end()
-    frames += frames_of(stream)
-    stream.close()
+    frames, _ = stream_alone(engine, avatar, chunks, controls, seed, control_at=control_at)
     return [f.data for f in frames]
 
 

@@ -12,7 +12,7 @@ from spacelive.media.audio_input import AudioSpec, InputError
 from spacelive.media.video import EncodedFrame
 from spacelive.motion.controls import EMOTIONS, ControlUpdate
 from spacelive.stream.runner import Done, StreamRunner
-from tests.conftest import frames_of
+from tests.conftest import stream_alone
 
 SURPRISED = np.eye(len(EMOTIONS), dtype=np.float32)[EMOTIONS.index("surprised")]
 
@@ -24,18 +24,7 @@ def chunks(seconds: float, seed: int, rate: int = 16_000, ms: int = 20) -> list[
 
 
 def local(engine, avatar, pieces, output, seed, rate=16_000, control_at=None):
-    stream = engine.open_stream(avatar, AudioSpec(sample_rate=rate), seed=seed, output=output)
-    frames = []
-    for i, piece in enumerate(pieces):
-        if control_at is not None and i == control_at[0]:
-            stream.control(control_at[1])
-        stream.push_audio(piece)
-        frames += frames_of(stream)
-    stream.end()
-    items = list(stream)
-    stream.close()
-    assert isinstance(items[-1], Done)
-    return frames + items[:-1], items[-1]
+    return stream_alone(engine, avatar, pieces, None, seed, rate, output, control_at)
 
 
 async def batched(runner, avatar, pieces, output, seed, rate=16_000, control_at=None):

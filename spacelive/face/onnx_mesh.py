@@ -159,6 +159,11 @@ class OnnxFaceMesh:
         self._iris = _session(models / "iris_landmark.onnx")
         self._lock = threading.Lock()
 
+    def faces(self, rgb: np.ndarray, min_score: float) -> np.ndarray:
+        """Face boxes (N, 4) x0 y0 x1 y1 in pixels, best first."""
+        with self._lock:
+            return self.detector(rgb, min_score)[0]
+
     def mesh(self, rgb: np.ndarray, min_score: float = 0.3) -> np.ndarray | None:
         """The mesh of the most prominent face: (478, 3) float32 in pixels of ``rgb`` (z toward
         the viewer, in the same pixel scale), or None where no face is found."""

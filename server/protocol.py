@@ -49,10 +49,12 @@ MAX_INLINE_PORTRAIT_BYTES = 10 << 20
 WEBSOCKET_MAX_BYTES = 16 << 20  # larger frames are refused by the websocket layer (close 1009)
 
 FRAME_HEADER = struct.Struct("<BBHI")
-"""Binary server message header: kind (1 video, 2 keypoints, 3 the frame's audio), flags (bit 0:
-keyframe), reserved, frame index."""
+"""Binary server message header: kind (1 video, 2 keypoints, 3 the frame's audio as PCM, 4 an
+Opus packet of the audio), flags (bit 0: keyframe), reserved, frame index (kind 4: packet
+number)."""
 KINDS = (1, 2)  # frames
 KIND_AUDIO = 3
+KIND_OPUS = 4
 FLAG_KEYFRAME = 1
 
 
@@ -280,9 +282,10 @@ class Start(_Strict):
     controls: Controls = Controls()
     seed: int = Field(default=0, ge=0, lt=2**63)
     output: Literal["video", "keypoints"] = "video"
-    audio_out: Literal["none", "pcm_s16le"] = Field(
+    audio_out: Literal["none", "pcm_s16le", "opus"] = Field(
         default="none",
-        description="pcm_s16le: after each frame, the audio it shows (binary kind 3)",
+        description="pcm_s16le: after each frame, the audio it shows (binary kind 3); opus: "
+        "the same audio as 20 ms Opus packets (binary kind 4)",
     )
     pacing: Literal["asap", "realtime"] = Field(
         default="asap",
@@ -375,6 +378,11 @@ def audio_message(frame_index: int, samples: np.ndarray) -> bytes:
     return FRAME_HEADER.pack(KIND_AUDIO, 0, 0, frame_index) + pcm_s16le(samples)
 
 
+def opus_message(number: int, packet: bytes) -> bytes:
+    """Binary server message kind 4: Opus packet ``number`` of the stream's audio out."""
+    return FRAME_HEADER.pack(KIND_OPUS, 0, 0, number) + packet
+
+
 def parse_audio_message(message: bytes) -> tuple[int, np.ndarray]:
     """Inverse of audio_message: (frame index, samples (n,) int16)."""
     kind, _, _, frame_index = FRAME_HEADER.unpack_from(message)
@@ -403,8 +411,10 @@ def ready_event(
     audio: AudioSpec,
     lookahead_frames: int,
     basis: MotionBasis | None = None,
+    audio_out: dict | None = None,
 ) -> dict:
-    """``basis``: the keypoint stream's (output "keypoints"); None for video."""
+    """``basis``: the keypoint stream's (output "keypoints"); None for video. ``audio_out``:
+    how the audio comes back, if asked for."""
     event = {
         "type": "ready",
         "version": PROTOCOL_VERSION,
@@ -424,6 +434,8 @@ def ready_event(
     }
     if basis is not None:
         event["keypoints"] = {"rig": rig_json(avatar), "basis": basis.to_json()}
+    if audio_out is not None:
+        event["audio_out"] = audio_out
     return event
 
 

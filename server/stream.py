@@ -21,7 +21,9 @@ from fastapi import WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
 from spacelive.face.analysis import PortraitError
-from spacelive.media.audio_input import InputError
+from spacelive.media.audio_input import OPUS_RATE, InputError
+from spacelive.media.opus_out import PACKET_MS as OPUS_PACKET_MS
+from spacelive.media.opus_out import OpusEncoder
 from spacelive.server.avatars import AvatarStore
 from spacelive.server.protocol import (
     MAX_AUDIO_MESSAGE_BYTES,
@@ -33,6 +35,7 @@ from spacelive.server.protocol import (
     audio_message,
     error_event,
     frame_message,
+    opus_message,
     parse_client_text,
     ready_event,
 )
@@ -103,6 +106,8 @@ class _Connection:
         self.ws = websocket
         self.session_id = uuid.uuid4().hex[:12]
         self.stream: Stream | None = None
+        self._opus: OpusEncoder | None = None  # audio_out "opus"
+        self._packets = 0  # Opus packets sent
         self._counted = False
         self._started_at = time.monotonic()
 
@@ -190,6 +195,17 @@ class _Connection:
             raise ProtocolError("invalid_control", f"start.controls: {exc}") from None
         log.info("session %s: started on avatar %s", self.session_id, avatar.avatar_id)
         engine = handler.runner.engine
+        audio_out = None
+        if start.audio_out == "pcm_s16le":
+            audio_out = {"encoding": "pcm_s16le", "sample_rate": audio.sample_rate}
+        elif start.audio_out == "opus":
+            self._opus = OpusEncoder(audio.sample_rate)
+            audio_out = {
+                "encoding": "opus",
+                "sample_rate": OPUS_RATE,
+                "packet_ms": OPUS_PACKET_MS,
+                "pre_skip": self._opus.pre_skip,
+            }
         await self.ws.send_json(
             ready_event(
                 self.session_id,
@@ -197,6 +213,7 @@ class _Connection:
                 audio,
                 engine.motion.lookahead,
                 engine.motion.stages.motion_basis if start.output == "keypoints" else None,
+                audio_out,
             )
         )
 
@@ -229,10 +246,14 @@ class _Connection:
                 if isinstance(item, StreamEvent):
                     await self._send(self.ws.send_json({"type": item.kind, "frame": item.frame}))
                 elif isinstance(item, FrameAudio):
-                    await self._send(
-                        self.ws.send_bytes(audio_message(item.frame_index, item.samples))
-                    )
+                    if self._opus is None:
+                        message = audio_message(item.frame_index, item.samples)
+                        await self._send(self.ws.send_bytes(message))
+                    else:
+                        await self._send_opus(self._opus.push(item.samples))
                 elif isinstance(item, Done):
+                    if self._opus is not None:
+                        await self._send_opus(self._opus.finish())
                     done = {
                         "type": "done",
                         "frames": item.frames,
@@ -251,6 +272,11 @@ class _Connection:
             raise ProtocolError("invalid_control", f"control: {exc}") from None
         except ConsumerTooSlow as exc:
             raise _Refusal("client_too_slow", str(exc), CLOSE_POLICY) from None
+
+    async def _send_opus(self, packets: list[bytes]) -> None:
+        for packet in packets:
+            await self._send(self.ws.send_bytes(opus_message(self._packets, packet)))
+            self._packets += 1
 
     async def _send(self, sending) -> None:
         """One send to the client, which must take it within ``STALL_SECONDS``."""

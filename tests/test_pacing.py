@@ -254,3 +254,44 @@ def test_a_paced_stream_whose_frames_are_not_taken_fails_alone(tiny_models, avat
         asyncio.run(scenario())
     finally:
         runner.close()
+
+
+def test_the_websocket_sends_the_audio_as_opus(live_server):
+    """audio_out "opus": 20 ms packets that decode, after `ready.audio_out.pre_skip`, to the
+    audio sent (at 48 kHz), on the frames' clock."""
+    import av
+
+    from spacelive.server.protocol import FRAME_HEADER, KIND_OPUS
+
+    samples = speech_like(1.5, rate=24_000, seed=9)
+    pcm = pcm_s16le(samples)
+    with connect(live_server.ws_url, max_size=WEBSOCKET_MAX_BYTES) as ws:
+        start = {"type": "start", "audio": {"sample_rate": 24_000}, "audio_out": "opus"}
+        ws.send(json.dumps(start))
+        ready = json.loads(ws.recv())
+        assert ready["audio_out"]["encoding"] == "opus" and ready["audio_out"]["packet_ms"] == 20
+        for i in range(0, len(pcm), 9600):
+            ws.send(pcm[i : i + 9600])
+        ws.send(json.dumps({"type": "end"}))
+        frames, packets = 0, []
+        while True:
+            message = ws.recv(timeout=30)
+            if isinstance(message, bytes):
+                kind, _, _, index = FRAME_HEADER.unpack_from(message)
+                if kind == KIND_OPUS:
+                    assert index == len(packets)
+                    packets.append(message[FRAME_HEADER.size :])
+                else:
+                    frames += 1
+                continue
+            if json.loads(message)["type"] == "done":
+                break
+    assert frames == 45 and len(packets) in (75, 76)  # 1.5 s: 45 frames, 75 packets (+ tail)
+    codec = av.CodecContext.create("libopus", "r")
+    pictures = [f for p in packets for f in codec.decode(av.Packet(p))]
+    decoded = np.concatenate(  # the decoder gives interleaved s16; its first channel
+        [f.to_ndarray().reshape(-1, len(f.layout.channels))[:, 0] for f in pictures]
+    )[ready["audio_out"]["pre_skip"] :]
+    sent = np.interp(np.arange(72_000) / 48_000, np.arange(36_000) / 24_000, samples)
+    got = decoded[:72_000].astype(np.float64) / 32768
+    assert np.corrcoef(got, sent)[0, 1] > 0.95  # in step: no lag beyond the pre-skip

@@ -8,7 +8,7 @@ import pytest
 
 from spacelive.face.analysis import decode_portrait
 from spacelive.face.landmarks import LEFT_UPPER_LID, RIGHT_UPPER_LID
-from spacelive.face.onnx_mesh import OnnxFaceMesh
+from spacelive.face.onnx_mesh import EYE_CONTOURS, OnnxFaceMesh
 from tests.conftest import portrait_bytes
 
 PORTRAITS = ("astronaut", "grace_hopper", "barack_obama", "ada_lovelace")
@@ -24,12 +24,17 @@ def onnx_mesh() -> OnnxFaceMesh:
 
 @pytest.mark.parametrize("name", PORTRAITS)
 def test_the_port_equals_mediapipe_on_the_same_models(onnx_mesh, name):
+    """Exact outside the eyes; the eyes' 142 points then come from the iris model."""
     theirs = np.load(REFERENCE)[name]
     ours = onnx_mesh.mesh(decode_portrait(portrait_bytes(name)))
     assert ours is not None and ours.shape == (478, 3) and ours.dtype == np.float32
     eye = np.linalg.norm(theirs[33, :2] - theirs[133, :2])
     error = np.linalg.norm(ours[:468] - theirs, axis=1) / eye  # depth too
-    assert error.max() < 0.003, (name, error.max())
+    refined = np.zeros(468, bool)
+    refined[EYE_CONTOURS[0] + EYE_CONTOURS[1]] = True  # the iris model's lids and brows
+    assert error[~refined].max() < 0.003, (name, error[~refined].max())
+    moved = np.linalg.norm(ours[:468, :2] - theirs[:, :2], axis=1)[refined] / eye  # in-plane
+    assert 0 < np.median(moved) < 0.2, (name, np.median(moved))
 
 
 @pytest.mark.parametrize("name", PORTRAITS)

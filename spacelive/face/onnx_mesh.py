@@ -4,12 +4,14 @@ MediaPipe's face_mesh graph for still images, written out around three ONNX grap
 once from its Apache-2.0 TFLite models (``spacelive/assets/face_mesh/README.md``): BlazeFace
 (short range) finds the face; a square around it, 1.5 times its box and turned upright by the
 eyes, goes to the 468-point mesh; a square around each eye, 2.3 times its corners' distance,
-goes to the iris model (the left eye mirrored, as the model knows right eyes). The 468 points
-and the two 5-point irises make the 478 points of MediaPipe's refined mesh, index for index.
+goes to the iris model (the left eye mirrored, as the model knows right eyes), whose 71
+eye-contour points then replace the mesh's lids, halos and brows, as MediaPipe's iris graph
+does. The 468 points and the two 5-point irises make the 478 points of MediaPipe's refined
+mesh, index for index.
 
-On the standard portraits it reproduces MediaPipe's own pipeline (``FaceMesh(refine_landmarks
-=False)``) to 0.0006 eye widths at most (``benchmarks/face_mesh_onnx.py``). It does not yet
-replace ``FaceAnalyzer``'s MediaPipe mesh, which is the refined (attention) model.
+Outside the eyes it reproduces MediaPipe's own pipeline (``FaceMesh(refine_landmarks=False)``)
+on the standard portraits to 0.0007 eye widths at most (``benchmarks/face_mesh_onnx.py``). It
+does not yet replace ``FaceAnalyzer``'s MediaPipe mesh, the refined (attention) model.
 """
 
 import math
@@ -28,6 +30,21 @@ FACE_SCALE, EYE_SCALE = 1.5, 2.3
 NMS_IOU = 0.3
 EYE_CORNERS = ((33, 133), (362, 263))  # right eye (image left), left eye
 _MIRRORED_IRIS = [0, 3, 2, 1, 4]  # a mirrored eye's iris points in the mesh's order
+# fmt: off
+EYE_CONTOURS = (
+    # The mesh points that the iris model's 71 eye-contour points replace, in its order (lid
+    # contours, four halos, the brow), for the right eye (image left), then the left: the map
+    # of MediaPipe's UpdateFaceLandmarksCalculator (Apache-2.0).
+    [33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173, 130, 25, 110,
+     24, 23, 22, 26, 112, 243, 247, 30, 29, 27, 28, 56, 190, 226, 31, 228, 229, 230, 231, 232,
+     233, 244, 113, 225, 224, 223, 222, 221, 189, 35, 124, 46, 53, 52, 65, 143, 111, 117, 118,
+     119, 120, 121, 128, 245, 156, 70, 63, 105, 66, 107, 55, 193],
+    [263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398, 359, 255,
+     339, 254, 253, 252, 256, 341, 463, 467, 260, 259, 257, 258, 286, 414, 446, 261, 448, 449,
+     450, 451, 452, 453, 464, 342, 445, 444, 443, 442, 441, 413, 265, 353, 276, 283, 282, 295,
+     372, 340, 346, 347, 348, 349, 350, 357, 465, 383, 300, 293, 334, 296, 336, 285, 417],
+)
+# fmt: on
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -178,21 +195,26 @@ class OnnxFaceMesh:
             picture = _warp(rgb, to_image, MESH_SIZE).astype(np.float32) / 255.0
             raw = self._mesh.run(None, {"input_1": picture[None]})[0].reshape(468, 3)
             mesh = _project(raw, to_image, size / MESH_SIZE)
-            irises = [
-                self._iris_of(rgb, mesh, corners, k == 1) for k, corners in enumerate(EYE_CORNERS)
-            ]
+            irises = []
+            for k, corners in enumerate(EYE_CORNERS):  # each eye, from the mesh's corners
+                contour, iris = self._eye(rgb, mesh, corners, mirror=k == 1)
+                irises.append(iris)
+                mesh[EYE_CONTOURS[k]] = contour  # the lids, halos and brows, refined
         points = np.vstack([mesh, *irises]).astype(np.float32)
         points[:, 2] *= -1  # the model's z points away from the viewer
         return points
 
-    def _iris_of(self, rgb, mesh, corners, mirror: bool) -> np.ndarray:
-        """(5, 3) the iris (centre, then its boundary) of the eye between two mesh corners."""
+    def _eye(self, rgb, mesh, corners, mirror: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The eye between two mesh corners: its contour (71, 3) (``EYE_CONTOURS`` order) and
+        its iris (5, 3) (centre, then its boundary)."""
         a, b = mesh[corners[0], :2], mesh[corners[1], :2]
         size = EYE_SCALE * float(np.linalg.norm(b - a))
         angle = math.atan2(b[1] - a[1], b[0] - a[0])
         to_image = _square((a + b) / 2, size, angle, IRIS_SIZE, mirror)
         picture = _warp(rgb, to_image, IRIS_SIZE).astype(np.float32) / 255.0
-        iris = self._iris.run(None, {"input_1": picture[None]})[1].reshape(5, 3)
+        contour, iris = self._iris.run(None, {"input_1": picture[None]})
+        iris = iris.reshape(5, 3)
         if mirror:
             iris = iris[_MIRRORED_IRIS]
-        return _project(iris, to_image, size / IRIS_SIZE)
+        scale = size / IRIS_SIZE
+        return _project(contour.reshape(71, 3), to_image, scale), _project(iris, to_image, scale)

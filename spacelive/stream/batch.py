@@ -181,10 +181,6 @@ class BatchEngine:
             self._wake.notify()
         return dropped
 
-    def fail(self, lane: Lane, exc: Exception) -> None:
-        """End ``lane`` with ``exc`` (its owner's failure); the others go on."""
-        self._fail(lane, exc)
-
     def detach(self, lane: Lane) -> None:
         """Stop stepping ``lane``, release its render worker's share, close its session."""
         with self._lock:
@@ -228,7 +224,7 @@ class BatchEngine:
             except Exception:  # MotionModel.step isolates sessions; this is a bug here
                 log.exception("engine tick failed")
                 for turn in batch:
-                    self._fail(turn.lane, RuntimeError("the engine failed"))
+                    self.fail(turn.lane, RuntimeError("the engine failed"))
             finally:
                 with self._lock:
                     for turn in batch:
@@ -263,7 +259,7 @@ class BatchEngine:
                     for update in turn.controls:
                         turn.lane.session.state.controls.apply(update)
                 except ValueError as exc:
-                    self._fail(turn.lane, ControlError(str(exc)))
+                    self.fail(turn.lane, ControlError(str(exc)))
                     continue
                 if turn.row is not None:
                     batch.append(turn)
@@ -284,7 +280,7 @@ class BatchEngine:
             lane = turn.lane
             if k in errors:
                 log.error("session step failed", exc_info=errors[k])
-                self._fail(lane, errors[k])
+                self.fail(lane, errors[k])
                 continue
             motion = motions[k]
             if motion is None:
@@ -300,7 +296,7 @@ class BatchEngine:
                 frame = lane.session.render(motion)  # a keypoint frame: cheap, here
             except Exception as exc:
                 log.exception("session output failed")
-                self._fail(lane, exc)
+                self.fail(lane, exc)
                 continue
             self._deliver(lane, frame)
 
@@ -311,14 +307,14 @@ class BatchEngine:
         if lane is None:  # detached meanwhile
             return
         if result.frame is None:
-            self._fail(lane, RuntimeError(result.error or "render failed"))
+            self.fail(lane, RuntimeError(result.error or "render failed"))
             return
         try:
             frame = lane.session.count_frame(
                 result.frame, result.render_seconds, result.encode_seconds
             )
         except RuntimeError as exc:
-            self._fail(lane, exc)
+            self.fail(lane, exc)
             return
         self._deliver(lane, frame)
 
@@ -329,7 +325,8 @@ class BatchEngine:
             lane._outbox.append(frame)
         lane._changed()
 
-    def _fail(self, lane: Lane, exc: Exception) -> None:
+    def fail(self, lane: Lane, exc: Exception) -> None:
+        """End ``lane`` with ``exc``: its step, render or owner failed; the others go on."""
         with self._lock:
             if lane.error is None:
                 lane.error = exc

@@ -465,7 +465,7 @@ class Stream:
             while self._slot_audio and self._slot_audio[0][0] < k:
                 self._slot_audio.popleft()
             samples = self._slot_audio.popleft()[1] if self._slot_audio else np.zeros(0)
-            return FrameAudio(k, samples.astype(np.float32), rate)
+            return FrameAudio(k, samples.astype(np.float32, copy=False), rate)
         slot = k + next(offset for first, offset in reversed(self._offsets) if first <= k)
         start, stop = slot * rate // FRAME_RATE, (slot + 1) * rate // FRAME_RATE
         while self._fed and self._fed_start + self._fed[0].size <= start:  # before this slot
@@ -477,7 +477,7 @@ class Stream:
             parts.append(piece[max(0, start - position) : stop - position])
             position += piece.size
         samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-        return FrameAudio(k, samples.astype(np.float32), rate)
+        return FrameAudio(k, samples.astype(np.float32, copy=False), rate)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -177,13 +177,6 @@ def test_the_websocket_speaks_pacing_and_clear(live_server):
         assert ("idle", cleared) in events and events[0][0] == "speaking"
 
 
-def test_clear_before_start_is_refused(live_server):
-    with connect(live_server.ws_url, max_size=WEBSOCKET_MAX_BYTES) as ws:
-        ws.send(json.dumps({"type": "clear"}))
-        event = json.loads(ws.recv())
-        assert event["type"] == "error" and event["code"] == "clear_before_start"
-
-
 def test_audio_out_gives_each_frame_its_slot_of_the_audio(runner, avatar):
     """Asap and paced: after each frame, the audio it shows; together, the audio sent (paced:
     with the silences the clock filled in), and the frames are those of a stream without it."""

@@ -128,6 +128,9 @@ BAD_INPUTS = {
     "not-json": (["{oops"], "invalid_json", 1008),
     "unknown-avatar": ([{**START, "avatar_id": "nope"}], "unknown_avatar", 1008),
     "second-start": ([START, START], "already_started", 1008),
+    "unknown-pacing": ([{**START, "pacing": "fast"}], "invalid_message", 1008),
+    "unknown-audio-out": ([{**START, "audio_out": "mp3"}], "invalid_message", 1008),
+    "clear-first": ([{"type": "clear"}], "clear_before_start", 1008),
     "reference-without-track": (
         [START, {"type": "control", "pose": {"mode": "reference"}}],
         "invalid_control",
